@@ -1,0 +1,88 @@
+"""Token gates and buffers. Both hold nothing: their tensors live in the stream's scope.
+
+A gate keeps a reference copy of its input tokens; each frame it measures every token's L2 error
+to the reference, asks the policy which tokens to update (tokens that are always computed are
+added), gathers those and writes them into the reference. A buffer keeps the full output of the
+token-wise operation that follows a gate and scatters the recomputed rows in. On the first frame
+of a stream (no reference yet) or when the policy picks every token, all tokens pass and the
+gate returns `index=None`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .policy import Policy
+from .stream import Scope
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Which tokens of a sequence of `n` the policy may skip and which are always computed."""
+
+    always: torch.Tensor  # (K,) long
+    gated: torch.Tensor  # (n - K,) long
+
+    @classmethod
+    def build(cls, n: int, always: list[int], device: torch.device) -> TokenLayout:
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[always] = True
+        return cls(mask.nonzero()[:, 0].to(device), (~mask).nonzero()[:, 0].to(device))
+
+
+def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows `index` (B, M) of `x` (B, N, C) -> (B, M, C)."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def scatter_rows_(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Write `rows` (B, M, C) into rows `index` (B, M) of `x` (B, N, C) in place."""
+    return x.scatter_(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]), rows)
+
+
+class TokenGate:
+    """Selects the tokens to recompute; its reference tensor is the scope's `<name>` entry."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(
+        self, scope: Scope, x: torch.Tensor, policy: Policy, layout: TokenLayout
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Returns (index (B, M) or None for all tokens, the selected rows (B, M, D))."""
+        reference = scope.get(self.name)
+        if reference is None:
+            scope.put(self.name, x.clone())
+            return None, x
+        errors = torch.linalg.vector_norm(x - reference, dim=-1)  # (B, N)
+        picks = policy(errors[:, layout.gated])  # (B, M') into layout.gated
+        if picks.shape[1] >= layout.gated.numel() and _covers_all(picks, layout.gated.numel()):
+            reference.copy_(x)
+            return None, x
+        always = layout.always.expand(x.shape[0], -1)  # (B, K)
+        index = torch.cat([always, layout.gated[picks]], dim=1)  # (B, M)
+        rows = gather_rows(x, index)  # (B, M, D)
+        scatter_rows_(reference, index, rows)
+        return index, rows
+
+
+def _covers_all(picks: torch.Tensor, n: int) -> bool:
+    counts = torch.zeros(picks.shape[0], n, dtype=torch.bool, device=picks.device)
+    return bool(counts.scatter_(1, picks, True).all())
+
+
+class TokenBuffer:
+    """Keeps the full output of a token-wise operation in the scope's `<name>` entry."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, scope: Scope, rows: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """Scatter `rows` (B, M, C) into the buffer at `index` (B, M); returns the full (B, N, C)."""
+        if index is None:
+            scope.put(self.name, rows)
+            return rows
+        buffer = scope.get(self.name)
+        assert buffer is not None, f"buffer {self.name!r} updated before a full frame"
+        return scatter_rows_(buffer, index, rows)

@@ -1,0 +1,1 @@
+"""Backbones and heads loaded from Hugging Face checkpoint folders; see `loading.load_model`."""

@@ -1,0 +1,189 @@
+"""What every model shares: frame -> tokens -> eventful or dense blocks -> features/detections.
+
+Each backbone file only defines its embeddings, its layers' modules (checkpoint names), which
+tokens are always computed, optional per-layer position offsets and its head.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..eventful.block import EventfulBlock, FrameStep, LayerOps
+from ..eventful.counting import FlopCounter
+from ..eventful.gate import TokenLayout
+from ..eventful.policy import BudgetFraction, Policy, Threshold
+from ..eventful.stream import Stream, StreamConfig
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, ModelInput, preprocess
+from .results import Detections, Result, Usage
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+ConfigT = TypeVar("ConfigT")
+
+
+def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation function named `hidden_act` in a Hugging Face config."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unsupported hidden_act {name!r}; expected one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
+    """Build a frozen config dataclass from a config.json dict, ignoring keys it does not use."""
+    return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+
+def resolve_policy(budget: float, policy: Policy | None, threshold: float | None = None) -> Policy:
+    """The policy for a frame: `policy` if given, else `Threshold(threshold)` if given, else the budget."""
+    if policy is not None:
+        return policy
+    if threshold is not None:
+        return Threshold(threshold)
+    return BudgetFraction(budget)
+
+
+class EventfulViT(nn.Module):
+    """Base class of the models: `model(frame, stream, budget=...)`, `model.dense(frame)`.
+
+    Subclasses set `patch_size`, `short_side`, `max_long_side`, `mean`, `std`, build their
+    modules with checkpoint names, then call `_build_blocks(layer_ops)`.
+    """
+
+    patch_size: int
+    short_side: int
+    max_long_side: int | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    default_score_threshold = 0.5
+
+    def _build_blocks(self, layer_ops: list[LayerOps]) -> None:
+        # Plain list: the blocks only reference modules already registered under checkpoint names.
+        self.blocks = [EventfulBlock(ops) for ops in layer_ops]
+
+    # Per-model parts ------------------------------------------------------------------------
+    def embed(self, pixels: torch.Tensor, counter: FlopCounter) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Pixels (B, 3, H, W) -> tokens (B, N, D) with position embeddings, and the patch grid."""
+        raise NotImplementedError
+
+    def always_computed(self, n_tokens: int) -> list[int]:
+        """Indices of the tokens every gate must update (class, register, detection tokens)."""
+        raise NotImplementedError
+
+    def layer_offsets(self, grid: tuple[int, int]) -> list[torch.Tensor | None]:
+        """Per-layer tensors added to each layer's output (YOLOS mid position embeddings)."""
+        return [None] * len(self.blocks)
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def detect(
+        self, tokens: torch.Tensor, grid: tuple[int, int], counter: FlopCounter, score_threshold: float
+    ) -> Detections | None:
+        """Detections in model-input pixels from the final tokens (1, N, D); None for backbones."""
+        return None
+
+    # Shared machinery -----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def new_stream(self, config: StreamConfig | None = None, name: str = "") -> Stream:
+        """A fresh stream (one per camera) holding all the state of the eventful computation."""
+        return Stream(config, name)
+
+    def preprocess(self, frame: np.ndarray) -> ModelInput:
+        """RGB uint8 frame (H, W, 3) -> normalised model input (see `models.preprocess`)."""
+        return preprocess(frame, self.short_side, self.patch_size, self.max_long_side,
+                          self.device, self.mean, self.std)
+
+    def encode(
+        self,
+        pixels: torch.Tensor,
+        counter: FlopCounter,
+        stream: Stream | None = None,
+        policy: Policy | None = None,
+    ) -> tuple[torch.Tensor, tuple[int, int], list[int]]:
+        """Final tokens (B, N, D), grid and tokens updated per block; dense when `stream` is None."""
+        x, grid = self.embed(pixels, counter)
+        if stream is not None:
+            layout = TokenLayout.build(x.shape[1], self.always_computed(x.shape[1]), x.device)
+            step = FrameStep(policy, layout, stream.config, counter)
+        per_block = []
+        for i, (block, offset) in enumerate(zip(self.blocks, self.layer_offsets(grid))):
+            if stream is None:
+                x, updated = block.dense(x, counter), x.shape[1]
+            else:
+                x, updated = block.step(x, stream.scope(f"block{i}"), step)
+            per_block.append(updated)
+            if offset is not None:
+                x = x + offset
+        return self.final_norm(x), grid, per_block
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        frame: np.ndarray,
+        stream: Stream,
+        budget: float = 0.3,
+        policy: Policy | None = None,
+        threshold: float | None = None,
+        score_threshold: float | None = None,
+    ) -> Result:
+        """Process the next frame of `stream`, recomputing about `budget` of the tokens.
+
+        `policy` (e.g. `TopR(200)`) overrides `budget`; `threshold` selects `Threshold(threshold)`
+        instead. A frame after a new stream, a reset, a resolution change or a refresh is exact.
+        """
+        start = time.perf_counter()
+        policy = resolve_policy(budget, policy, threshold)
+        model_input = self.preprocess(frame)
+        full = stream.begin_frame(model_input.size)
+        counter = FlopCounter()
+        try:
+            tokens, grid, per_block = self.encode(model_input.pixels, counter, stream, policy)
+        except BaseException:
+            stream.reset()  # a half-updated state would corrupt every later frame
+            raise
+        result = self._result(tokens, grid, per_block, model_input, counter, score_threshold,
+                              start, stream.frame_index, full)
+        stream.end_frame()
+        return result
+
+    @torch.inference_mode()
+    def dense(self, frame: np.ndarray, score_threshold: float | None = None) -> Result:
+        """The plain (non-eventful) model on one frame; no state."""
+        start = time.perf_counter()
+        model_input = self.preprocess(frame)
+        counter = FlopCounter()
+        tokens, grid, per_block = self.encode(model_input.pixels, counter)
+        return self._result(tokens, grid, per_block, model_input, counter, score_threshold, start, 0, True)
+
+    def _result(self, tokens, grid, per_block, model_input: ModelInput, counter: FlopCounter,
+                score_threshold: float | None, start: float, frame_index: int, full: bool) -> Result:
+        threshold = self.default_score_threshold if score_threshold is None else score_threshold
+        detections = self.detect(tokens, grid, counter, threshold)
+        if detections is not None:
+            detections = detections.scaled(*model_input.scale)
+        features = tokens[0].to("cpu", copy=True)  # (N, D); also waits for an accelerator
+        usage = Usage(
+            tokens_updated=round(sum(per_block) / len(per_block)),
+            tokens_total=tokens.shape[1],
+            gflops=counter.gflops,
+            gflops_dense=counter.gflops_dense,
+            tokens_per_block=tuple(per_block),
+            latency_ms=(time.perf_counter() - start) * 1e3,
+        )
+        return Result(features, usage, detections, grid, model_input.size, frame_index, full)
