@@ -179,10 +179,10 @@ def read_messages(bag: Path, topic: str) -> Iterator[Any]:
             yield store.deserialize_cdr(raw, connection.msgtype)
 
 
-def typestore_for(msgtypes: list[str]) -> Typestore:
-    """Jazzy's typestore plus the message packages it lacks (vision_msgs, eventful_perception),
-    read from their installed `share/<package>/msg` folders."""
-    store = get_typestore(Stores.ROS2_JAZZY)
+def typestore_for(msgtypes: list[str], store: Typestore | None = None) -> Typestore:
+    """Jazzy's typestore (or `store`) plus the message packages it lacks (vision_msgs,
+    eventful_perception), read from their installed `share/<package>/msg` folders."""
+    store = store or get_typestore(Stores.ROS2_JAZZY)
     for package in sorted({t.split("/")[0] for t in msgtypes if t not in store.types}):
         folder = message_folder(package)
         types = {}

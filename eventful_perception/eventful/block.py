@@ -81,7 +81,7 @@ class EventfulBlock:
         return x, x.shape[1] if index is None else index.shape[1]
 
     def _qkv(self, h: torch.Tensor, n: int, counter: FlopCounter) -> torch.Tensor:
-        """q, k, v of h (B, M, D); `n` is the row count of the dense computation."""
+        # h (B, M, D); n: the rows the dense model would compute (for the dense-equivalent count)
         ops = self.ops
         parts = [counter.linear(layer, h, n) for layer in (ops.query, ops.key, ops.value)]
         return torch.cat(parts, dim=-1)  # (B, M, 3D)

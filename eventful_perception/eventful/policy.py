@@ -52,8 +52,9 @@ class Threshold:
     """Every token whose error norm exceeds `threshold`.
 
     With a batch, rows select different counts; the result is padded to the largest count by
-    repeating each row's highest-error index (a repeated index rewrites the same value, so each
-    row gets exactly the update it would get alone, provided it selects at least one token).
+    repeating each row's highest-error index. A repeated index rewrites the same value, so a row
+    that selects at least one token gets exactly the update it would get alone (a row selecting
+    none, beside one that selects some, updates its highest-error token).
     """
 
     threshold: float
@@ -66,5 +67,6 @@ class Threshold:
         selected = errors > self.threshold  # (B, N)
         m = int(selected.sum(dim=-1).max()) if errors.numel() else 0
         masked = errors.masked_fill(~selected, float("-inf"))
-        values, indices = masked.topk(m, dim=-1, sorted=True)  # (B, m), best first
-        return torch.where(values > float("-inf"), indices, indices[:, :1])
+        values, indices = masked.topk(m, dim=-1)  # (B, m)
+        best = errors.argmax(dim=-1, keepdim=True)  # (B, 1)
+        return torch.where(values > float("-inf"), indices, best)

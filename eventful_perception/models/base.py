@@ -132,7 +132,7 @@ class EventfulViT(nn.Module):
                 x = x + offset
         return self.final_norm(x), grid, per_block
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def forward(
         self,
         frame: np.ndarray,
@@ -162,7 +162,7 @@ class EventfulViT(nn.Module):
         stream.end_frame()
         return result
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def dense(self, frame: np.ndarray, score_threshold: float | None = None) -> Result:
         """The plain (non-eventful) model on one frame; no state."""
         start = time.perf_counter()

@@ -12,6 +12,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from eventful_perception.eventful.stream import StreamConfig
+from eventful_perception.models.results import Detections
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros import conversions, qos
 from eventful_perception.ros.budget import BudgetController, BudgetDecision, BudgetInputs
@@ -34,11 +36,12 @@ SILENCE_HINT = ("check that its QoS is compatible (image_qos), and for large ima
 class Camera:
     """Everything one camera needs; frames go in through the slot, out through `process()`."""
 
-    def __init__(self, node: Node, name: str, settings: Settings, stream: Any,
+    def __init__(self, node: Node, name: str, settings: Settings, model: Any,
                  wake: Callable[[], None]) -> None:
-        self.name, self.stream, self.stats = name, stream, CameraStats(name)
+        self.name, self.stats = name, CameraStats(name)
         self.budget, self.latency_ms = BudgetController(), None
-        self._node, self._wake = node, wake
+        self._node, self._wake, self._model = node, wake, model
+        self._stream = self._new_stream(settings.refresh_interval)
         prefix = f"{name}/" if name else ""
         compressed = settings.transport == "compressed"
         self._topic = prefix + ("image_raw/compressed" if compressed else "image_raw")
@@ -53,7 +56,7 @@ class Camera:
         self._usage = node.create_publisher(ComputeUsage, prefix + "compute_usage", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._label_info = node.create_publisher(LabelInfo, prefix + "label_info", latched)
-        self._qos = qos.image_qos(settings.image_qos, [])
+        self._qos = qos.subscription_qos(settings.image_qos, [])
         self._subscription = self._subscribe(self._qos)
         self.match_qos(settings.image_qos)
 
@@ -71,7 +74,7 @@ class Camera:
         """Resubscribe when the QoS that `mode` asks for (given the publishers) has changed."""
         publishers = [info.qos_profile for info in
                       self._node.get_publishers_info_by_topic(self.topic)]
-        wanted = qos.image_qos(mode, publishers)
+        wanted = qos.subscription_qos(mode, publishers)
         if qos.describe(wanted) == qos.describe(self._qos):
             return
         self._node.destroy_subscription(self._subscription)
@@ -131,7 +134,7 @@ class Camera:
                               f"subscription ({self.qos_text()}; policy {policy})")
         self._node.get_logger().warn(f"{self._incompatible}; {SILENCE_HINT}")
 
-    def process(self, msg: Any, model: Any, settings: Settings, battery: Battery,
+    def process(self, msg: Any, settings: Settings, battery: Battery,
                 cpu_load: float | None) -> None:
         """Run the model on one frame and publish detections, compute usage and the overlay."""
         start = time.perf_counter()
@@ -144,25 +147,31 @@ class Camera:
         decision = self.budget.update(settings.budget_config(), BudgetInputs(
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
             cpu_load=cpu_load, latency_ms=self.latency_ms))
+        if settings.refresh_interval != self._stream.config.refresh_interval:
+            self._stream = self._new_stream(settings.refresh_interval)
+        threshold = settings.threshold if settings.policy == "threshold" else None
         try:
-            result = infer(model, rgb, self.stream, settings, decision.effective)
+            result = self._model(rgb, self._stream, budget=decision.effective,
+                                 threshold=threshold, score_threshold=settings.score_threshold)
         except (RuntimeError, ValueError) as error:
             self.stats.failed(str(error))
             self._node.get_logger().error(f"{self.topic}: model failed: {error}",
                                           throttle_duration_sec=5.0)
             return
-        detections = result.detections
-        keep = detections.scores >= settings.score_threshold
-        labels = [label for label, kept in zip(detections.labels, keep) if kept]
+        detections = result.detections or Detections.empty()
         self._detections.publish(conversions.detections_to_msg(
-            msg.header, detections.boxes[keep], detections.scores[keep], labels))
+            msg.header, detections.boxes, detections.scores, detections.labels))
         self.latency_ms = (time.perf_counter() - start) * 1000.0
         self._publish_usage(msg.header, decision, result.usage)
         if settings.publish_detection_image and self._image.get_subscription_count() > 0:
-            self._publish_overlay(msg.header, rgb, detections, keep, decision, result.usage)
+            self._publish_overlay(msg.header, rgb, detections, decision, result.usage)
         self.stats.processed(FrameReport(
             self.latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
-            result.usage.gflops, result.usage.gflops_dense, int(keep.sum())))
+            result.usage.gflops, result.usage.gflops_dense, len(detections)))
+
+    def _new_stream(self, refresh_interval: int) -> Any:
+        return self._model.new_stream(StreamConfig(refresh_interval=refresh_interval),
+                                      name=self.name)
 
     def _publish_usage(self, header: Any, decision: BudgetDecision, usage: Any) -> None:
         self._usage.publish(ComputeUsage(
@@ -172,11 +181,23 @@ class Camera:
             gflops=float(usage.gflops), gflops_dense=float(usage.gflops_dense),
             latency_ms=float(self.latency_ms)))
 
-    def _publish_overlay(self, header: Any, rgb: Any, detections: Any, keep: Any,
+    def _publish_overlay(self, header: Any, rgb: Any, detections: Detections,
                          decision: BudgetDecision, usage: Any) -> None:
         summary = (f"budget {decision.effective:.2f} ({decision.reason}) | tokens "
                    f"{usage.tokens_updated}/{usage.tokens_total} | {usage.gflops:.1f}/"
                    f"{usage.gflops_dense:.1f} GFLOPs | {self.latency_ms:.0f} ms")
-        image = draw(rgb, detections.boxes[keep], detections.scores[keep],
-                     [label for label, kept in zip(detections.labels, keep) if kept], summary)
+        image = draw(rgb, detections.boxes, detections.scores, detections.labels, summary)
         self._image.publish(conversions.rgb_to_image(image, header))
+
+
+def draw(rgb: Any, boxes: Any, scores: Any, labels: list[str], summary: str) -> Any:
+    """TEMPORARY until eventful_perception.drawing lands."""
+    import cv2
+
+    image = rgb.copy()
+    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
+        cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
+        cv2.putText(image, f"{label} {score:.2f}", (int(x1), int(y1) - 4),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+    cv2.putText(image, summary, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
+    return image

@@ -35,10 +35,11 @@ class EventfulDetectorNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         settings = self._settings
         self.get_logger().info(f"loading model {settings.model!r} on {settings.device}")
-        self._model = eventful_perception.load_model(settings.model, resolve_device(settings.device))
+        self._model = eventful_perception.load_model(settings.model, settings.device,
+                                                     short_side=settings.short_side or None)
         self._wake_event, self._stop = threading.Event(), threading.Event()
-        self._cameras = [Camera(self, name, settings, self._model.new_stream(),
-                                self._wake_event.set) for name in settings.cameras]
+        self._cameras = [Camera(self, name, settings, self._model, self._wake_event.set)
+                         for name in settings.cameras]
         for camera in self._cameras:
             camera.publish_label_info(list(self._model.labels), settings.score_threshold)
         self._battery, self._cpu = Battery(), CpuLoad()
@@ -113,8 +114,7 @@ class EventfulDetectorNode(Node):
             self.context.try_shutdown()
 
     def _work(self) -> None:
-        """Process the newest frame of each camera in turn; frames that arrive meanwhile replace
-        the waiting one, so a slow model never builds a backlog."""
+        # Cameras take turns; a frame arriving meanwhile replaces the waiting one (no backlog).
         turn = 0
         while not self._stop.is_set():
             self._wake_event.wait()
@@ -128,18 +128,9 @@ class EventfulDetectorNode(Node):
                     if msg is None:
                         continue
                     load, _ = self._cpu.current(time.monotonic())
-                    camera.process(msg, self._model, self._settings, self._battery, load)
+                    camera.process(msg, self._settings, self._battery, load)
                     pending = True
                 turn += 1
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'."""
-    if device != "auto":
-        return device
-    import torch  # only here: the node module itself stays importable without loading torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def main(args: list[str] | None = None) -> None:

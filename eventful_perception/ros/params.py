@@ -51,6 +51,9 @@ TABLE: tuple[Spec, ...] = (
          "folder (config.json + weights)", read_only=True),
     Spec("device", "cpu", "torch device for the model; auto = cuda when available",
          read_only=True, choices=DEVICES),
+    Spec("short_side", 0, "frames are resized so their short side has this many pixels before "
+         "the model (fewer tokens: faster, less accurate); 0 = the model's default",
+         read_only=True, bounds=(0, 4096)),
     Spec("cameras", [""], "camera names; each gets its own stateful stream and topics "
          "<camera>/image_raw -> <camera>/detections ... ('' = no prefix)", read_only=True),
     Spec("transport", "raw", "raw: subscribe to image_raw (sensor_msgs/Image); compressed: "
@@ -94,6 +97,7 @@ class Settings:
 
     model: str
     device: str
+    short_side: int
     cameras: tuple[str, ...]
     transport: str
     image_qos: str

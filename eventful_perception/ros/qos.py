@@ -6,8 +6,8 @@ from typing import Sequence
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 
-def image_qos(mode: str, publishers: Sequence[QoSProfile]) -> QoSProfile:
-    """QoS for an image subscription; keeps only the newest frame.
+def subscription_qos(mode: str, publishers: Sequence[QoSProfile], depth: int = 1) -> QoSProfile:
+    """QoS for a subscription (images keep only the newest frame: depth 1).
 
     `auto` does what rosbag2 does: reliable only when every publisher offers reliable, transient
     local only when every publisher offers it; best effort (compatible with anyone) otherwise and
@@ -25,7 +25,7 @@ def image_qos(mode: str, publishers: Sequence[QoSProfile]) -> QoSProfile:
     else:
         raise ValueError(f"image_qos must be auto, sensor_data or reliable, got {mode!r}")
     return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=1,
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
 

@@ -36,8 +36,10 @@ def ensure_opencv4() -> Path:
 
 
 def run_hog(video: Path, frames: list[int]) -> dict[int, list[list[float]]]:
-    """HOG detections `frame -> [[x1, y1, x2, y2, weight], ...]` in original pixels."""
-    out = cache_dir() / "training" / f"hog_{video.stem}.json"
+    """HOG detections `frame -> [[x1, y1, x2, y2, weight], ...]` in original pixels (cached)."""
+    out = cache_dir() / "training" / f"hog_{video.stem}_{OPENCV4.split('==')[1]}.json"
+    if out.is_file() and sorted(map(int, json.loads(out.read_text()))) == sorted(frames):
+        return {int(k): v for k, v in json.loads(out.read_text()).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ensure_opencv4()), str(Path(__file__).resolve().parents[2])]))
@@ -48,6 +50,7 @@ def run_hog(video: Path, frames: list[int]) -> dict[int, list[list[float]]]:
 
 def _detect_all(video: Path, frames: list[int]) -> dict[int, list[list[float]]]:
     import cv2
+    import numpy as np
     from tqdm import tqdm
 
     cv2.setNumThreads(1)
@@ -61,8 +64,9 @@ def _detect_all(video: Path, frames: list[int]) -> dict[int, list[list[float]]]:
         if index in wanted:
             image = cv2.resize(frame, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_LINEAR)
             rects, weights = hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=1.05)
-            found[index] = [[x / UPSCALE, y / UPSCALE, (x + w) / UPSCALE, (y + h) / UPSCALE, float(s)]
-                            for (x, y, w, h), s in zip(rects.tolist(), list(weights.reshape(-1)))]
+            rects = np.asarray(rects, np.float64).reshape(-1, 4) / UPSCALE  # (K, 4) x, y, w, h
+            found[index] = [[x, y, x + w, y + h, float(s)]
+                            for (x, y, w, h), s in zip(rects.tolist(), np.reshape(weights, -1).tolist())]
     return found
 
 

@@ -10,6 +10,7 @@ evaluation.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from tqdm import tqdm
 
 from eventful_perception.training.hog import run_hog
 from eventful_perception.training.tracking import Track, build_tracks, iou_matrix
+
+_BACKGROUND_CHUNK = 20
+_MIN_BOXES_TO_FIT = 20
 
 
 @dataclass(frozen=True)
@@ -47,29 +51,38 @@ class FrameLabels:
     ignore: np.ndarray
 
 
-def read_frames(video: Path, step: int, limit: int | None = None) -> dict[int, np.ndarray]:
-    """BGR frames `index -> (H, W, 3)` for every `step`-th frame of a video."""
-    capture, frames, index = cv2.VideoCapture(str(video)), {}, 0
+def iter_frames(video: Path, wanted: set[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(index, BGR frame (H, W, 3)) for the frames of a video in `wanted` (all when None)."""
+    capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise ValueError(f"cannot open video {video}")
-    while limit is None or index < limit:
+    last = None if wanted is None else max(wanted)
+    index = 0
+    while last is None or index <= last:
         ok, frame = capture.read()
         if not ok:
-            break
-        if index % step == 0:
-            frames[index] = frame
+            return
+        if wanted is None or index in wanted:
+            yield index, frame
         index += 1
-    return frames
+
+
+def read_frames(video: Path, step: int) -> dict[int, np.ndarray]:
+    """BGR frames `index -> (H, W, 3)` for every `step`-th frame of a video."""
+    return {index: frame for index, frame in iter_frames(video) if index % step == 0}
 
 
 def label_clip(video: Path, config: LabelConfig = LabelConfig()) -> dict[int, FrameLabels]:
     """Person boxes and ignore regions for every `config.frame_step`-th frame of a static clip."""
     frames = read_frames(video, config.frame_step)
     hog = run_hog(video, sorted(frames))
-    candidates, strong_hog = {}, {}
+    candidates, strong_hog, backgrounds = {}, {}, {}
     for index in tqdm(sorted(frames), desc=f"foreground {video.name}", unit="frame"):
-        background = _background(frames, index, config)
-        blobs = foreground_blobs(frames[index], background, config)
+        # One background per chunk of frames: the median barely changes within a few seconds.
+        center = index - index % _BACKGROUND_CHUNK + _BACKGROUND_CHUNK // 2
+        if center not in backgrounds:
+            backgrounds = {center: _background(frames, center, config)}
+        blobs = foreground_blobs(frames[index], backgrounds[center], config)
         hog_boxes = np.array(hog.get(index, []), np.float32).reshape(-1, 5)
         hog_boxes = hog_boxes[hog_boxes[:, 4] >= config.hog_min_weight, :4]
         confirmed = _hog_supports(hog_boxes, blobs)
@@ -78,13 +91,13 @@ def label_clip(video: Path, config: LabelConfig = LabelConfig()) -> dict[int, Fr
         strong = strong[strong[:, 4] >= config.hog_ignore_weight, :4]
         strong_hog[index] = strong[~_hog_supports(strong, blobs).any(axis=1)]
     tracks = build_tracks(candidates, config.frame_step, max_gap=config.max_gap)
-    return _assemble(sorted(frames), tracks, candidates, strong_hog, config)
+    return _assemble(sorted(frames), tracks, strong_hog, config)
 
 
-def _background(frames: dict[int, np.ndarray], index: int, config: LabelConfig) -> np.ndarray:
+def _background(frames: dict[int, np.ndarray], center: int, config: LabelConfig) -> np.ndarray:
     indices = np.array(sorted(frames))
     half = config.background_window // 2
-    window = indices[(indices >= index - half) & (indices <= index + half)]
+    window = indices[(indices >= center - half) & (indices <= center + half)]
     picks = window[np.linspace(0, len(window) - 1, config.background_samples).round().astype(int)]
     return np.median(np.stack([frames[i] for i in picks]), axis=0).astype(np.uint8)  # (H, W, 3)
 
@@ -120,17 +133,53 @@ def _is_person_track(track: Track, config: LabelConfig) -> bool:
             and aspect >= config.min_aspect)
 
 
-def _assemble(indices: list[int], tracks: list[Track], candidates: dict, strong_hog: dict,
+def _assemble(indices: list[int], tracks: list[Track], strong_hog: dict,
               config: LabelConfig) -> dict[int, FrameLabels]:
     people = {i: [] for i in indices}
-    ignore = {i: [list(b) for b in strong_hog[i]] for i in indices}
+    ignore = {i: [] for i in indices}
     for track in tracks:
-        person = _is_person_track(track, config)
-        heights = np.array([b[3] - b[1] for b in track.boxes])
-        for frame, box in track.interpolated(config.frame_step) if person else zip(track.frames, track.boxes):
-            single = (box[3] - box[1]) / max(box[2] - box[0], 1.0) >= 1.0 and box[3] - box[1] <= 1.5 * np.median(heights)
-            (people if person and single else ignore)[frame].append(list(box))
-    return {i: FrameLabels(_array(people[i]), _array(ignore[i])) for i in indices}
+        if _is_person_track(track, config):
+            for frame, box in track.interpolated(config.frame_step):
+                people[frame].append(list(box))
+        else:
+            for frame, box in zip(track.frames, track.boxes):
+                ignore[frame].append(list(box))
+    expected_height = _perspective_fit(np.concatenate([_array(b) for b in people.values()]))
+    labels = {}
+    for i in indices:
+        boxes, hog = _array(people[i]), strong_hog[i]
+        single = _is_single(boxes, expected_height)
+        # HOG windows are about 4/3 of the person; far larger ones are false positives.
+        hog = hog[hog[:, 3] - hog[:, 1] <= 2 * _expected(hog, expected_height)]
+        labels[i] = FrameLabels(boxes[single], np.concatenate([_array(ignore[i]), boxes[~single], hog]))
+    return labels
+
+
+def _perspective_fit(boxes: np.ndarray) -> np.ndarray:
+    """Coefficients (a, b) of a person's height a * y_bottom + b for a static ground-plane view.
+
+    Refitted on the boxes no taller than the fit, so merged groups do not bias it; (0, inf), no
+    size limit, when there are too few boxes to fit.
+    """
+    if len(boxes) < _MIN_BOXES_TO_FIT:
+        return np.array([0.0, np.inf])
+    heights, bottoms = boxes[:, 3] - boxes[:, 1], boxes[:, 3]
+    a, b = np.polyfit(bottoms, heights, 1)
+    for _ in range(3):
+        inliers = heights <= (a * bottoms + b) * 1.1
+        a, b = np.polyfit(bottoms[inliers], heights[inliers], 1)
+    return np.array([a, b])
+
+
+def _expected(boxes: np.ndarray, expected_height: np.ndarray) -> np.ndarray:
+    return np.maximum(expected_height[0] * boxes[:, 3] + expected_height[1], 1.0)
+
+
+def _is_single(boxes: np.ndarray, expected_height: np.ndarray) -> np.ndarray:
+    """(K,) whether each box has the size of one person at its ground position (not a group)."""
+    expected = _expected(boxes, expected_height)
+    heights, widths = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
+    return (heights <= 1.2 * expected) & (widths <= 0.6 * expected)
 
 
 def _array(boxes: list) -> np.ndarray:

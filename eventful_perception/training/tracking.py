@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(eq=False)
 class Track:
     """One object over time: `boxes[i]` (x1, y1, x2, y2) seen at `frames[i]`, with per-frame flags."""
 

@@ -1,0 +1,72 @@
+"""Policies and gates/buffers of the Eventful core, on hand-made tensors."""
+import math
+
+import pytest
+import torch
+
+from eventful_perception.eventful.gate import TokenBuffer, TokenGate, TokenLayout
+from eventful_perception.eventful.policy import BudgetFraction, Threshold, TopR
+from eventful_perception.eventful.stream import Stream
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_top_r_picks_largest_errors():
+    errors = torch.tensor([[0.1, 5.0, 0.3, 2.0], [9.0, 0.0, 1.0, 0.5]])
+    picked = TopR(2)(errors)
+    assert [sorted(row) for row in picked.tolist()] == [[1, 3], [0, 2]]
+    assert TopR(10)(errors).shape == (2, 4)
+    assert TopR(0)(errors).shape == (2, 0)
+
+
+def test_budget_fraction_rounds_up():
+    errors = torch.rand(1, 1376)
+    for fraction in (0.3, 0.05, 1.0, 1e-6):
+        assert BudgetFraction(fraction)(errors).shape[1] == math.ceil(fraction * 1376)
+
+
+def test_threshold_pads_batch_rows_with_their_best_index():
+    errors = torch.tensor([[0.0, 3.0, 2.0, 0.1], [0.5, 0.0, 0.0, 0.0]])
+    picked = Threshold(1.0)(errors)
+    assert picked.shape == (2, 2)
+    assert sorted(picked[0].tolist()) == [1, 2]
+    assert picked[1].tolist() == [0, 0]  # padded by repeating its highest-error token
+    assert Threshold(10.0)(errors).shape == (2, 0)
+
+
+@pytest.mark.parametrize("bad", [lambda: TopR(-1), lambda: BudgetFraction(0.0), lambda: BudgetFraction(1.5),
+                                 lambda: Threshold(-0.1)])
+def test_policies_reject_bad_values(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_gate_passes_everything_first_then_selects_and_forces_always_tokens():
+    scope = Stream().scope("test")
+    layout = TokenLayout.build(6, [0, 5], torch.device("cpu"))
+    gate, buffer = TokenGate("gate"), TokenBuffer("buffer")
+    x = torch.zeros(1, 6, 3)
+    index, rows = gate(scope, x, TopR(1), layout)
+    assert index is None and rows is x
+    assert torch.equal(buffer(scope, rows * 2, index), x * 2)
+
+    x2 = x.clone()
+    x2[0, 3] = 1.0  # only token 3 changes
+    x2[0, 2] = 0.1
+    index, rows = gate(scope, x2, TopR(1), layout)
+    assert index.tolist() == [[0, 5, 3]]
+    assert torch.equal(rows, x2[:, [0, 5, 3]])
+    assert torch.equal(scope.get("gate")[0, 3], x2[0, 3])  # reference updated ...
+    assert torch.equal(scope.get("gate")[0, 2], x[0, 2])  # ... only where selected
+    full = buffer(scope, torch.full((1, 3, 3), 7.0), index)
+    assert full[0, [0, 3, 5]].eq(7.0).all() and full[0, [1, 2, 4]].eq(0.0).all()
+
+
+def test_gate_with_policy_selecting_all_returns_none():
+    scope = Stream().scope("test")
+    layout = TokenLayout.build(4, [0], torch.device("cpu"))
+    gate = TokenGate("gate")
+    gate(scope, torch.zeros(2, 4, 3), TopR(1), layout)
+    index, rows = gate(scope, torch.ones(2, 4, 3), BudgetFraction(1.0), layout)
+    assert index is None
+    assert torch.equal(scope.get("gate"), torch.ones(2, 4, 3))
