@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per attention measurement")
     parser.add_argument("--modes", nargs="+", default=["auto", "sparse", "dense"], choices=["auto", "sparse", "dense"],
                         help="attention modes to run per budget (StreamConfig.attention)")
+    parser.add_argument("--cache-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="dtype of the sparse attention's exp-logit cache")
     parser.add_argument("--skip-model", action="store_true", help="only measure the attention crossover")
     return parser.parse_args(argv)
 
@@ -103,8 +105,8 @@ def run_dense(model, frames, device, bar):
     return float(np.median(times[1:] or times)), features, result.usage.gflops
 
 
-def run_stream(model, frames, dense_features, budget, attention, device, bar):
-    stream = model.new_stream(StreamConfig(attention=attention))
+def run_stream(model, frames, dense_features, budget, config, device, bar):
+    stream = model.new_stream(config)
     times, gflops, errors = [], [], []
     for frame, reference in zip(frames, dense_features):
         result, ms = timed(lambda: model(frame, stream, budget=budget), device)
@@ -120,11 +122,14 @@ def run_stream(model, frames, dense_features, budget, attention, device, bar):
 def model_table(args, device: torch.device) -> None:
     model, label = build_model(args.model, args.short_side, device)
     frames = read_frames(args.video, args.frames)
-    print(f"model: {label}; device {device}; {len(frames)} frames of {args.video}; threads {torch.get_num_threads()}")
+    print(f"model: {label}; device {device}; {len(frames)} frames of {args.video}; "
+          f"threads {torch.get_num_threads()}; attention cache {args.cache_dtype}")
     with tqdm(total=(1 + len(args.modes) * len(args.budgets)) * len(frames), desc="model runs",
               file=sys.stderr) as bar:
         dense_ms, dense_features, dense_gflops = run_dense(model, frames, device, bar)
-        rows = [(budget, mode, run_stream(model, frames, dense_features, budget, mode, device, bar))
+        dtype = getattr(torch, args.cache_dtype)
+        rows = [(budget, mode, run_stream(model, frames, dense_features, budget,
+                                          StreamConfig(attention=mode, cache_dtype=dtype), device, bar))
                 for budget in args.budgets for mode in args.modes]
     print(f"\ntokens {dense_features[0].shape[0]}; dense {dense_ms:.1f} ms/frame, {dense_gflops:.2f} GFLOPs")
     print("budget  attention |  ms/frame  speedup | GFLOPs  ratio | cosine vs dense | stream MB")
@@ -137,7 +142,7 @@ def attention_crossover(args, device: torch.device) -> None:
     heads, n, dh = 6, 1377, 64
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, heads, n, dh, generator=generator).to(device) for _ in range(3))
-    config = StreamConfig(attention="sparse")
+    config = StreamConfig(attention="sparse", cache_dtype=getattr(torch, args.cache_dtype))
     attention = SparseAttention()
     stream = Stream(config)
     scope = stream.scope("bench")

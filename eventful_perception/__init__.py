@@ -18,6 +18,10 @@ _LAZY = {
     "Result": "eventful_perception.models.results",
     "Usage": "eventful_perception.models.results",
     "Detections": "eventful_perception.models.results",
+    "StreamConfig": "eventful_perception.eventful.stream",
+    "TopR": "eventful_perception.eventful.policy",
+    "BudgetFraction": "eventful_perception.eventful.policy",
+    "Threshold": "eventful_perception.eventful.policy",
 }
 
 __all__ = list(_LAZY)

@@ -101,6 +101,7 @@ def source_onnx_path() -> Path:
 
 
 def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):

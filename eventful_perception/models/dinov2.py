@@ -29,7 +29,7 @@ class Dinov2Config:
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
-    mlp_ratio: int = 4
+    mlp_ratio: float = 4
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-6
     image_size: int = 224
@@ -135,9 +135,9 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, config: Dinov2Config) -> None:
         super().__init__()
-        d = config.hidden_size
-        self.fc1 = nn.Linear(d, d * config.mlp_ratio)
-        self.fc2 = nn.Linear(d * config.mlp_ratio, d)
+        d, hidden = config.hidden_size, int(config.hidden_size * config.mlp_ratio)
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc2 = nn.Linear(hidden, d)
 
 
 class Layer(nn.Module):

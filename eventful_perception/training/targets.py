@@ -12,40 +12,57 @@ from eventful_perception.models.token_head import encode_boxes, token_centers
 class TokenTargets:
     """Targets of one frame over its N tokens.
 
-    `positive` (N,) bool: the token predicts the box `boxes[i]` (N, 4, model-input pixels) of class
-    `classes[i]` (N,); `ignore` (N,) bool: no objectness loss (box borders, ignore regions).
+    `positive` (N,) bool: the token regresses the box `boxes[i]` (N, 4, model-input pixels) of
+    class `classes[i]` (N,); `quality` (N,) in 0..1: its objectness target (the centreness of the
+    token in its box, 0 for background); `ignore` (N,) bool: no objectness loss (ignore regions).
     """
 
     positive: torch.Tensor
+    quality: torch.Tensor
     ignore: torch.Tensor
     boxes: torch.Tensor
     classes: torch.Tensor
 
 
 def assign(boxes: torch.Tensor, classes: torch.Tensor, ignore_regions: torch.Tensor,
-           grid: tuple[int, int], patch_size: int, center_fraction: float = 0.5) -> TokenTargets:
-    """Assign ground-truth boxes (K, 4) to tokens whose centre lies in the box's central part.
+           grid: tuple[int, int], patch_size: int) -> TokenTargets:
+    """Assign ground-truth boxes (K, 4) to the tokens whose centre lies inside them (FCOS-style).
 
-    The central part is the box shrunk to `center_fraction` of its size, widened to at least one
-    patch so that every box gets the token under its centre. A token in several central parts
-    takes the smallest box; tokens elsewhere inside a box or inside an ignore region (M, 4) are
-    ignored rather than negative.
+    The token under a box's centre is always assigned, so boxes narrower than a patch get one;
+    a token inside several boxes takes the smallest. Objectness targets fall off towards the box
+    border (centreness), so border tokens, whose boxes are least reliable, score lower and lose
+    against the centre tokens in NMS. Tokens in ignore regions (M, 4) get no objectness loss.
     """
     centers = token_centers(grid, patch_size)  # (N, 2)
     n = len(centers)
+    in_ignore = _inside(centers, ignore_regions).any(1)
     if len(boxes) == 0:
-        return TokenTargets(torch.zeros(n, dtype=torch.bool), _inside(centers, ignore_regions).any(1),
+        return TokenTargets(torch.zeros(n, dtype=torch.bool), torch.zeros(n), in_ignore,
                             torch.zeros(n, 4), torch.zeros(n, dtype=torch.long))
     box_centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # (K, 2)
-    half = ((boxes[:, 2:] - boxes[:, :2]) * center_fraction / 2).clamp(min=patch_size / 2)  # (K, 2)
-    central = ((centers[:, None] - box_centers[None]).abs() <= half[None]).all(-1)  # (N, K)
+    under_center = ((centers[:, None] - box_centers[None]).abs() <= patch_size / 2).all(-1)  # (N, K)
+    member = _inside(centers, boxes) | under_center  # (N, K)
     area = (boxes[:, 2:] - boxes[:, :2]).prod(-1)  # (K,)
-    cost = torch.where(central, area[None].expand(n, -1), torch.full((n, len(boxes)), float("inf")))
-    best = cost.argmin(dim=1)  # (N,) smallest box among the central ones
-    positive = central.any(dim=1)
+    cost = torch.where(member, area[None].expand(n, -1), torch.full((n, len(boxes)), float("inf")))
+    best = cost.argmin(dim=1)  # (N,) smallest box containing the token
+    positive = member.any(dim=1)
     assigned = boxes[best]  # (N, 4)
-    ignore = (_inside(centers, boxes).any(1) | _inside(centers, ignore_regions).any(1)) & ~positive
-    return TokenTargets(positive, ignore, assigned, classes[best])
+    quality = torch.where(positive, centerness(centers, assigned), torch.zeros(n))
+    return TokenTargets(positive, quality, in_ignore & ~positive, assigned, classes[best])
+
+
+def centerness(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """FCOS centreness (N,) of points (N, 2) in boxes (N, 4): 1 at the centre, 0 on the border.
+
+    """
+    distances = torch.cat([points - boxes[:, :2], boxes[:, 2:] - points], dim=1).clamp(min=0)  # (N, 4)
+    sides = boxes[:, 2:] - boxes[:, :2]  # (N, 2)
+    # A floor of 1/8 side keeps border tokens, and the centre token of a box narrower than a
+    # patch (which may lie outside it), at a small positive target.
+    distances = torch.maximum(distances, sides.repeat(1, 2) / 8)
+    horizontal = distances[:, [0, 2]].min(1).values / distances[:, [0, 2]].max(1).values
+    vertical = distances[:, [1, 3]].min(1).values / distances[:, [1, 3]].max(1).values
+    return (horizontal * vertical).sqrt()
 
 
 def _inside(points: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

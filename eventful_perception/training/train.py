@@ -26,7 +26,6 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
     mlp_dim: int = 256
-    center_fraction: float = 0.5
     holdout: float = 0.2  # the last 20 % of every clip is never trained on
     seed: int = 0
     eval_score_threshold: float = 0.05  # keep low-score detections so AP sees the whole curve
@@ -38,6 +37,7 @@ class Batchable:
 
     tokens: torch.Tensor  # (F, N, D) float16
     positive: torch.Tensor  # (F, N) bool
+    quality: torch.Tensor  # (F, N) objectness targets
     ignore: torch.Tensor  # (F, N) bool
     boxes: torch.Tensor  # (F, N, 4) assigned boxes, model-input pixels
     log_distances: torch.Tensor  # (F, N, 4)
@@ -60,8 +60,7 @@ def build_batchable(features: list[ClipFeatures], labels: list[dict[int, FrameLa
             label = clip_labels[frame]
             boxes = torch.from_numpy(scale_boxes(label.boxes, clip.scale))
             ignore = torch.from_numpy(scale_boxes(label.ignore, clip.scale))
-            targets = assign(boxes, torch.zeros(len(boxes), dtype=torch.long), ignore, clip.grid,
-                             PATCH_SIZE, config.center_fraction)
+            targets = assign(boxes, torch.zeros(len(boxes), dtype=torch.long), ignore, clip.grid, PATCH_SIZE)
             rows.append((clip.tokens[clip.frames.index(frame)], targets,
                          box_targets(targets, clip.grid, PATCH_SIZE)))
     if len({clip.grid for clip in features}) != 1:
@@ -69,6 +68,7 @@ def build_batchable(features: list[ClipFeatures], labels: list[dict[int, FrameLa
     return Batchable(
         tokens=torch.stack([r[0] for r in rows]),
         positive=torch.stack([r[1].positive for r in rows]),
+        quality=torch.stack([r[1].quality for r in rows]),
         ignore=torch.stack([r[1].ignore for r in rows]),
         boxes=torch.stack([r[1].boxes for r in rows]),
         log_distances=torch.stack([r[2] for r in rows]),
@@ -98,27 +98,24 @@ def train_head(data: Batchable, config: TrainConfig) -> TokenHead:
 
 
 def detection_loss(head: TokenHead, data: Batchable, batch: torch.Tensor) -> torch.Tensor:
-    """Focal objectness loss + GIoU and L1 box losses + class cross-entropy, per positive token."""
+    """Quality focal loss on objectness + centreness-weighted GIoU and L1 box losses + class CE."""
     outputs = head(data.tokens[batch].float())
     positive, counted = data.positive[batch], ~data.ignore[batch]
-    n_positive = positive.sum().clamp(min=1)
-    objectness = sigmoid_focal_loss(outputs.objectness[counted], positive[counted].float()) / n_positive
+    quality = data.quality[batch]
+    norm = quality[positive].sum().clamp(min=1.0)
+    objectness = quality_focal_loss(outputs.objectness[counted], quality[counted]) / norm
+    weight = quality[positive]  # (P,) border tokens matter less
     predicted = decode_boxes(outputs.log_distances, data.grid, PATCH_SIZE)[positive]  # (P, 4)
-    target = data.boxes[batch][positive]  # (P, 4)
-    giou = (1 - generalized_iou(predicted, target)).sum() / n_positive
-    l1 = (outputs.log_distances[positive] - data.log_distances[batch][positive]).abs().sum() / n_positive
-    classes = F.cross_entropy(outputs.class_logits[positive], data.classes[batch][positive], reduction="sum")
-    return objectness + 2.0 * giou + 0.5 * l1 + classes / n_positive
+    giou = ((1 - generalized_iou(predicted, data.boxes[batch][positive])) * weight).sum() / norm
+    l1 = (outputs.log_distances[positive] - data.log_distances[batch][positive]).abs().sum(-1)  # (P,)
+    classes = F.cross_entropy(outputs.class_logits[positive], data.classes[batch][positive], reduction="none")
+    return objectness + 2.0 * giou + 0.5 * (l1 * weight).sum() / norm + (classes * weight).sum() / norm
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
-    """Summed focal loss (Lin et al. 2017): down-weights the many easy background tokens."""
-    p = torch.sigmoid(logits)
+def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Summed quality focal loss (Li et al. 2020, GFL): focal loss with soft targets in 0..1."""
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
-    return (alpha_t * ce * (1 - p_t) ** gamma).sum()
+    return (ce * (torch.sigmoid(logits) - targets).abs() ** gamma).sum()
 
 
 def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,87 @@
+"""Annotation helpers shared by `eventful-perception detect` and the node's `detection_image`.
+
+numpy and OpenCV only (no torch), so the node can draw without importing the model code.
+Colours are applied to the image's channels as given, so they work for RGB and BGR alike.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_PANEL = (0, 0, 0)
+_TEXT = (255, 255, 255)
+
+
+class DetectionsLike(Protocol):
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list[str]
+
+
+class UsageLike(Protocol):
+    tokens_updated: int
+    tokens_total: int
+    gflops: float
+    gflops_dense: float
+
+
+def label_color(label: str) -> tuple[int, int, int]:
+    """A bright colour that is the same for a label in every run and process."""
+    hue = zlib.crc32(label.encode()) % 180
+    hsv = np.array([[[hue, 200, 255]]], np.uint8)
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                    labels: Sequence[str]) -> np.ndarray:
+    """Boxes (K, 4) x1, y1, x2, y2 with "label 0.87" captions drawn onto a copy of `image` (H, W, 3)."""
+    out = np.ascontiguousarray(image).copy()
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    for box, score, label in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1), labels):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        color = label_color(label)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
+        caption = f"{label} {score:.2f}"
+        (w, h), baseline = cv2.getTextSize(caption, _FONT, 0.45, 1)
+        top = max(y1 - h - baseline - 2, 0)
+        cv2.rectangle(out, (x1, top), (x1 + w + 4, top + h + baseline + 2), color, cv2.FILLED)
+        cv2.putText(out, caption, (x1 + 2, top + h + 1), _FONT, 0.45, _PANEL, 1, cv2.LINE_AA)
+    return out
+
+
+def usage_lines(usage: UsageLike, budget: float | None = None) -> list[str]:
+    """Overlay text: budget, tokens updated of total, GFLOPs spent of dense."""
+    lines = [] if budget is None else [f"budget {budget:.2f}"]
+    share = usage.tokens_updated / max(usage.tokens_total, 1)
+    lines.append(f"tokens {usage.tokens_updated}/{usage.tokens_total} ({share:.0%})")
+    lines.append(f"GFLOPs {usage.gflops:.1f}/{usage.gflops_dense:.1f}")
+    return lines
+
+
+def draw_text_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Lines of white text on a black panel in the top-left corner of a copy of `image`."""
+    out = np.ascontiguousarray(image).copy()
+    if not lines:
+        return out
+    scale = max(0.4, min(out.shape[:2]) / 900)
+    sizes = [cv2.getTextSize(line, _FONT, scale, 1)[0] for line in lines]
+    step = max(h for _, h in sizes) + 8
+    width = max(w for w, _ in sizes) + 12
+    cv2.rectangle(out, (0, 0), (min(width, out.shape[1] - 1), min(step * len(lines) + 6, out.shape[0] - 1)),
+                  _PANEL, cv2.FILLED)
+    for i, line in enumerate(lines):
+        cv2.putText(out, line, (6, step * (i + 1)), _FONT, scale, _TEXT, 1, cv2.LINE_AA)
+    return out
+
+
+def annotate(image: np.ndarray, detections: DetectionsLike | None, usage: UsageLike,
+             budget: float | None = None) -> np.ndarray:
+    """`image` with the detections and the budget / tokens / GFLOPs overlay drawn on a copy."""
+    if detections is not None:
+        image = draw_detections(image, detections.boxes, detections.scores, detections.labels)
+    return draw_text_panel(image, usage_lines(usage, budget))

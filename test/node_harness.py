@@ -1,0 +1,213 @@
+"""Shared pieces of the node integration tests: the node as a real process, a test-side rclpy
+node that publishes camera frames and collects the outputs, tiny random checkpoints, real frames."""
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from eventful_perception.ros.conversions import rgb_to_image
+
+from ros_helpers import REPO, ros_env
+
+VIDEO = REPO / ".cache" / "data" / "vtest.avi"
+FRAME_SIZE = (640, 480)  # the size camera drivers typically publish; > one UDP datagram
+# All topics of a test run live under this namespace, on top of the per-run DDS domain.
+NAMESPACE = f"/ep_test_{os.getpid()}"
+
+
+def video_frames(count: int, size: tuple[int, int] = FRAME_SIZE, start: int = 0) -> list[np.ndarray]:
+    """`count` consecutive real RGB frames of the test clip, resized to `size` (width, height)."""
+    capture = cv2.VideoCapture(str(VIDEO))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames = []
+    while len(frames) < count:
+        ok, bgr = capture.read()
+        if not ok:
+            raise RuntimeError(f"{VIDEO} has fewer than {start + count} frames (run `make setup`)")
+        frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA),
+                                   cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_yolos() -> Path:
+    """A random-weight YOLOS detector saved like a Hugging Face checkpoint (fast on CPU); made
+    once per test session. Initial weights 10x the usual size make its boxes follow the input."""
+    import torch
+    from transformers import YolosConfig, YolosForObjectDetection
+
+    folder = Path(tempfile.mkdtemp(prefix="ep_tiny_yolos_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    torch.manual_seed(0)
+    config = YolosConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, image_size=[64, 96], patch_size=16,
+                         num_detection_tokens=10, num_labels=3, initializer_range=0.2,
+                         id2label={0: "person", 1: "car", 2: "dog"},
+                         label2id={"person": 0, "car": 1, "dog": 2})
+    YolosForObjectDetection(config).save_pretrained(folder)
+    return folder
+
+
+def image_msg(frame: np.ndarray, index: int, frame_id: str = "camera") -> Image:
+    """An rgb8 Image of `frame` whose stamp (1000 + index s, index us) identifies it."""
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = 1000 + index, index * 1000
+    return rgb_to_image(frame, header)
+
+
+def stamp_of(msg: Any) -> tuple[int, int]:
+    """(sec, nanosec) of a message's header."""
+    return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+
+def param_value(value: Any) -> str:
+    """A `--ros-args -p name:=value` value (YAML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"'{v}'" for v in value) + "]"
+    return str(value)
+
+
+class DetectorProcess:
+    """`python -m eventful_perception.ros.node` in its own process, stopped with SIGINT."""
+
+    def __init__(self, params: dict[str, Any], env: dict[str, str] | None = None) -> None:
+        args = [sys.executable, "-m", "eventful_perception.ros.node", "--ros-args",
+                "-r", f"__ns:={NAMESPACE}"]
+        for name, value in params.items():
+            args += ["-p", f"{name}:={param_value(value)}"]
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="eventful_detector_")
+        self.proc = subprocess.Popen(args, env=ros_env(**(env or {})), cwd=REPO,
+                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        """Everything the node printed so far."""
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
+    def stop(self, timeout: float = 30.0) -> tuple[int, str]:
+        """SIGINT, wait, and return (exit code, output)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"node did not exit within {timeout} s of SIGINT:\n"
+                                 f"{self.output()}")
+        out = self.output()
+        self.log.close()
+        return self.proc.returncode, out
+
+    def assert_clean_exit(self) -> str:
+        """Stop and check the exit was clean (exit code 0, no traceback); return the output."""
+        code, out = self.stop()
+        assert code == 0, out
+        assert "Traceback" not in out, out
+        return out
+
+
+class Peer:
+    """The test's own rclpy node (its own context): publishes frames, collects outputs."""
+
+    def __init__(self, name: str = "test_peer") -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node(name, namespace=NAMESPACE, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def close(self) -> None:
+        """Destroy the node and shut the context down."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float,
+                   what: str = "condition", process: DetectorProcess | None = None) -> None:
+        """Spin until `condition()`; on timeout fail with `what` and the node's output."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                log = process.output() if process else ""
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{log}")
+            if process is not None and process.proc.poll() is not None:
+                raise AssertionError(f"node exited ({process.proc.returncode}) while waiting "
+                                     f"for {what}:\n{process.output()}")
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def collect(self, msg_type: Any, topic: str, qos: Any = 10) -> list:
+        """Subscribe to `topic` (relative to the test namespace); received messages go to a list."""
+        received: list = []
+        self.node.create_subscription(msg_type, topic, received.append, qos)
+        return received
+
+    def send_and_wait(self, publisher: Any, msg: Any, replies: list, process: DetectorProcess,
+                      timeout: float = 60.0) -> Any:
+        """Publish one frame; return the message in `replies` that carries its stamp."""
+        stamp = stamp_of(msg)
+        publisher.publish(msg)
+        self.spin_until(lambda: any(stamp_of(r) == stamp for r in replies), timeout,
+                        f"the reply to frame {stamp}", process)
+        return next(r for r in replies if stamp_of(r) == stamp)
+
+    def wait_for_reliable_match(self, topic: str, process: DetectorProcess,
+                                timeout: float = 60.0) -> None:
+        """Wait until the node subscribes to `topic` reliably (image_qos auto has matched us)."""
+        full = f"{NAMESPACE}/{topic}"
+
+        def matched() -> bool:
+            infos = self.node.get_subscriptions_info_by_topic(full)
+            return any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+        self.spin_until(matched, timeout, f"a reliable subscription on {full}", process)
+
+    def set_parameters(self, values: dict[str, Any], timeout: float = 20.0) -> list:
+        """Call the node's `set_parameters` service, as `ros2 param set` does; return results."""
+        client = self.node.create_client(SetParameters, "eventful_detector/set_parameters")
+        self.spin_until(lambda: client.service_is_ready(), timeout, "set_parameters service")
+        request = SetParameters.Request(parameters=[
+            ParameterMsg(name=name, value=_parameter_value(value)) for name, value in values.items()])
+        future = client.call_async(request)
+        self.spin_until(future.done, timeout, "set_parameters response")
+        self.node.destroy_client(client)
+        return future.result().results
+
+
+def reliable(depth: int = 10) -> QoSProfile:
+    """Reliable keep-last QoS, what camera drivers and image_transport offer by default."""
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _parameter_value(value: Any) -> ParameterValue:
+    if isinstance(value, bool):
+        return ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
+    if isinstance(value, int):
+        return ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+    if isinstance(value, float):
+        return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(value))

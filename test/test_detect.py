@@ -1,0 +1,76 @@
+"""`eventful-perception detect` on a real excerpt, its JSON lines format, and the drawing helpers."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from eventful_perception import cli, drawing
+from eventful_perception.detect import frame_record
+from eventful_perception.models.results import Detections, Result, Usage
+
+USAGE_KEYS = {"tokens_updated", "tokens_total", "gflops", "gflops_dense"}
+
+
+def test_detect_on_real_excerpt(tmp_path, single_thread):
+    video, lines = tmp_path / "annotated.mp4", tmp_path / "detections.jsonl"
+    argv = ["detect", "vtest.avi", "--max-frames", "4", "--budget", "0.5", "--out", str(video), "--json", str(lines)]
+    assert cli.main(argv) == 0
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    for record in records:
+        assert set(record) == {"frame", "detections", "usage"}
+        assert set(record["usage"]) == USAGE_KEYS
+        for detection in record["detections"]:
+            assert set(detection) == {"label", "score", "box"} and detection["label"] == "person"
+            x1, y1, x2, y2 = detection["box"]
+            assert 0 <= x1 < x2 <= 768 and 0 <= y1 < y2 <= 576 and 0.5 <= detection["score"] <= 1
+    # vtest.avi opens with about six pedestrians in view.
+    assert np.mean([len(r["detections"]) for r in records]) >= 3
+    first, later = records[0]["usage"], records[-1]["usage"]
+    assert first["tokens_updated"] == first["tokens_total"]
+    assert later["tokens_updated"] < later["tokens_total"] and later["gflops"] < later["gflops_dense"]
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    assert len(frames) == 4 and frames[0].shape == (576, 768, 3)
+
+
+@pytest.mark.parametrize("argv", [["vtest.avi", "--budget", "0"], ["vtest.avi", "--max-frames", "0"],
+                                  ["no_such_video.mp4"]])
+def test_detect_rejects_bad_arguments(argv, capsys):
+    assert cli.main(["detect", *argv]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_frame_record_is_the_documented_json():
+    import torch
+
+    detections = Detections(np.array([[1.04, 2.0, 30.0, 40.96]]), np.array([0.87654]), ["person"])
+    result = Result(torch.zeros(1, 4), Usage(10, 40, 1.23456, 4.5), detections)
+    assert frame_record(7, result) == {
+        "frame": 7,
+        "detections": [{"label": "person", "score": 0.8765, "box": [1.0, 2.0, 30.0, 41.0]}],
+        "usage": {"tokens_updated": 10, "tokens_total": 40, "gflops": 1.2346, "gflops_dense": 4.5},
+    }
+    assert frame_record(0, Result(torch.zeros(1, 4), Usage(40, 40, 4.5, 4.5)))["detections"] == []
+
+
+def test_drawing_copies_and_marks_boxes():
+    image = np.zeros((120, 160, 3), np.uint8)
+    drawn = drawing.draw_detections(image, np.array([[40, 50, 100, 110]]), np.array([0.9]), ["person"])
+    assert not image.any()  # the input is untouched
+    color = drawing.label_color("person")
+    assert tuple(drawn[80, 40]) == color and tuple(drawn[110, 70]) == color  # left and bottom edges
+    assert not drawn[80, 70].any()  # inside the box stays clear
+    assert drawing.label_color("person") != drawing.label_color("car")
+
+
+def test_overlay_lines_and_annotate():
+    usage = Usage(tokens_updated=344, tokens_total=1377, gflops=5.6, gflops_dense=22.4)
+    assert drawing.usage_lines(usage, budget=0.25) == ["budget 0.25", "tokens 344/1377 (25%)", "GFLOPs 5.6/22.4"]
+    image = np.full((200, 300, 3), 128, np.uint8)
+    annotated = drawing.annotate(image, None, usage, 0.25)
+    assert annotated.shape == image.shape and (annotated[2:10, 2:10] == 0).any()  # dark panel top-left
+    assert (annotated[150:, 200:] == 128).all()

@@ -1,0 +1,114 @@
+"""Frames in, detections out, across processes: stamps, original pixels, independent cameras,
+compressed input. The reference is the library run on the same frames in this process."""
+import cv2
+import numpy as np
+import pytest
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray
+
+import eventful_perception
+from eventful_perception.msg import ComputeUsage
+from eventful_perception.ros.conversions import image_to_rgb, msg_to_detections, rgb_to_compressed
+from node_harness import (DetectorProcess, Peer, image_msg, reliable, stamp_of, tiny_yolos,
+                          video_frames)
+
+PARAMS = {"short_side": 128, "score_threshold": 0.0, "token_budget": 0.4}
+FRAMES = 4
+
+
+def library_run(frames: list[np.ndarray]):
+    """Detections and usage of the library on `frames`, on a stream of their own."""
+    model = eventful_perception.load_model(str(tiny_yolos()), short_side=PARAMS["short_side"])
+    stream = model.new_stream()
+    return [model(f, stream, budget=PARAMS["token_budget"], score_threshold=0.0) for f in frames]
+
+
+@pytest.fixture(scope="module")
+def three_cameras():
+    """Cameras a (640x480), b (a's frames x2) and c (other frames), interleaved frame by frame."""
+    small = video_frames(FRAMES)
+    inputs = {"a": small, "b": [cv2.resize(f, (1280, 960), interpolation=cv2.INTER_CUBIC)
+                                for f in small], "c": video_frames(FRAMES, start=300)}
+    process = DetectorProcess({"model": str(tiny_yolos()), "cameras": ["a", "b", "c"], **PARAMS})
+    peer = Peer()
+    try:
+        sent = {cam: [] for cam in inputs}
+        detections = {cam: peer.collect(Detection2DArray, f"{cam}/detections") for cam in inputs}
+        usage = {cam: peer.collect(ComputeUsage, f"{cam}/compute_usage") for cam in inputs}
+        publishers = {cam: peer.node.create_publisher(Image, f"{cam}/image_raw", reliable())
+                      for cam in inputs}
+        for cam in inputs:
+            peer.wait_for_reliable_match(f"{cam}/image_raw", process)
+        for i in range(FRAMES):
+            for k, cam in enumerate(inputs):
+                msg = image_msg(inputs[cam][i], 10 * i + k, frame_id=f"{cam}_optical")
+                sent[cam].append(msg)
+                peer.send_and_wait(publishers[cam], msg, detections[cam], process)
+        peer.spin_until(lambda: all(len(usage[c]) == FRAMES for c in inputs), 20.0,
+                        "compute usage of every frame", process)
+    finally:
+        peer.close()
+        log = process.assert_clean_exit()
+    yield inputs, sent, detections, usage, log
+
+
+def test_each_frame_is_answered_with_its_own_header(three_cameras):
+    _, sent, detections, usage, _ = three_cameras
+    for cam in sent:
+        assert [stamp_of(m) for m in detections[cam]] == [stamp_of(m) for m in sent[cam]]
+        assert [stamp_of(m) for m in usage[cam]] == [stamp_of(m) for m in sent[cam]]
+        assert all(d.header.frame_id == f"{cam}_optical" for d in detections[cam])
+        assert all(u.stream == cam and u.budget_effective == pytest.approx(0.4)
+                   for u in usage[cam])
+        for message in detections[cam]:
+            assert message.detections, "the tiny detector reports every token at score 0"
+            for det in message.detections:
+                assert det.header.stamp == message.header.stamp
+                assert det.results[0].hypothesis.class_id in ("person", "car", "dog")
+                assert 0.0 <= det.results[0].hypothesis.score <= 1.0
+                assert det.bbox.center.theta == 0.0
+
+
+def test_boxes_are_in_original_image_pixels(three_cameras):
+    _, _, detections, _, _ = three_cameras
+    for small, large in zip(detections["a"], detections["b"]):
+        boxes_small, _, _ = msg_to_detections(small)
+        boxes_large, _, _ = msg_to_detections(large)
+        # The same picture at twice the size: boxes twice as large, up to resampling noise
+        # (2 % of the width; boxes off by the factor 2, or in model pixels, are far outside).
+        np.testing.assert_allclose(boxes_large, 2.0 * boxes_small, atol=0.02 * 1280)
+        assert np.abs(boxes_large).max() > 640  # not in model-input pixels (128 x 176)
+
+
+def test_cameras_keep_independent_state_same_as_separate_runs(three_cameras):
+    inputs, _, detections, usage, _ = three_cameras
+    for cam, frames in inputs.items():
+        expected = library_run(frames)
+        for got, want, used in zip(detections[cam], expected, usage[cam]):
+            boxes, scores, labels = msg_to_detections(got)
+            np.testing.assert_allclose(boxes, want.detections.boxes, atol=0.05)
+            np.testing.assert_allclose(scores, want.detections.scores, atol=1e-4)
+            assert labels == want.detections.labels
+            assert used.tokens_updated == want.usage.tokens_updated
+            assert used.gflops == pytest.approx(want.usage.gflops, rel=1e-6)
+    assert [u.tokens_updated < u.tokens_total for u in usage["c"]] == [False] + [True] * 3
+
+
+def test_compressed_transport():
+    frames = video_frames(2, start=50)
+    process = DetectorProcess({"model": str(tiny_yolos()), "transport": "compressed", **PARAMS})
+    peer = Peer()
+    try:
+        detections = peer.collect(Detection2DArray, "detections")
+        publisher = peer.node.create_publisher(CompressedImage, "image_raw/compressed",
+                                               reliable())
+        peer.wait_for_reliable_match("image_raw/compressed", process)
+        sent = [rgb_to_compressed(f, image_msg(f, i).header) for i, f in enumerate(frames)]
+        replies = [peer.send_and_wait(publisher, msg, detections, process) for msg in sent]
+    finally:
+        peer.close()
+        process.assert_clean_exit()
+    expected = library_run([image_to_rgb(msg) for msg in sent])
+    for reply, msg, want in zip(replies, sent, expected):
+        assert stamp_of(reply) == stamp_of(msg)
+        np.testing.assert_allclose(msg_to_detections(reply)[0], want.detections.boxes, atol=0.05)
