@@ -147,17 +147,13 @@ def _image(store: Typestore, bgr: np.ndarray, stamp_ns: int, frame_id: str,
 
 
 def _battery(store: Typestore, level: float, stamp_ns: int) -> Any:
-    fields = {name: 0 for name, _ in _fields(store, BATTERY)}
-    fields.update(header=_header(store, stamp_ns, "battery"), percentage=level,
-                  voltage=float("nan"), temperature=float("nan"), current=float("nan"),
-                  charge=float("nan"), capacity=float("nan"), design_capacity=float("nan"),
-                  power_supply_status=DISCHARGING, present=True, cell_voltage=np.zeros(0),
-                  cell_temperature=np.zeros(0), location="", serial_number="")
-    return store.types[BATTERY](**fields)
-
-
-def _fields(store: Typestore, msgtype: str) -> list[tuple[str, Any]]:
-    return list(store.fielddefs[msgtype][1])
+    unknown = float("nan")
+    return store.types[BATTERY](
+        header=_header(store, stamp_ns, "battery"), voltage=unknown, temperature=unknown,
+        current=unknown, charge=unknown, capacity=unknown, design_capacity=unknown,
+        percentage=level, power_supply_status=DISCHARGING, power_supply_health=0,
+        power_supply_technology=0, present=True, cell_voltage=np.zeros(0, np.float32),
+        cell_temperature=np.zeros(0, np.float32), location="", serial_number="")
 
 
 def read_images(bag: Path, topic: str) -> Iterator[tuple[int, np.ndarray]]:

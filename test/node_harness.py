@@ -37,7 +37,8 @@ FRAME_SIZE = (640, 480)  # the size camera drivers typically publish; > one UDP 
 NAMESPACE = f"/ep_test_{os.getpid()}"
 
 
-def video_frames(count: int, size: tuple[int, int] = FRAME_SIZE, start: int = 0) -> list[np.ndarray]:
+def video_frames(count: int, size: tuple[int, int] = FRAME_SIZE,
+                 start: int = 0) -> list[np.ndarray]:
     """`count` consecutive real RGB frames of the test clip, resized to `size` (width, height)."""
     capture = cv2.VideoCapture(str(VIDEO))
     capture.set(cv2.CAP_PROP_POS_FRAMES, start)
@@ -95,9 +96,12 @@ def param_value(value: Any) -> str:
 class DetectorProcess:
     """`python -m eventful_perception.ros.node` in its own process, stopped with SIGINT."""
 
-    def __init__(self, params: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(self, params: dict[str, Any], env: dict[str, str] | None = None,
+                 params_file: Path | None = None) -> None:
         args = [sys.executable, "-m", "eventful_perception.ros.node", "--ros-args",
                 "-r", f"__ns:={NAMESPACE}"]
+        if params_file is not None:
+            args += ["--params-file", str(params_file)]
         for name, value in params.items():
             args += ["-p", f"{name}:={param_value(value)}"]
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix="eventful_detector_")
@@ -176,6 +180,12 @@ class Peer:
                         f"the reply to frame {stamp}", process)
         return next(r for r in replies if stamp_of(r) == stamp)
 
+    def wait_for_subscriber(self, publisher: Any, process: DetectorProcess,
+                            timeout: float = 30.0) -> None:
+        """Wait until `publisher` has matched a subscription (messages before that are lost)."""
+        self.spin_until(lambda: publisher.get_subscription_count() > 0, timeout,
+                        f"a subscriber of {publisher.topic_name}", process)
+
     def wait_for_reliable_match(self, topic: str, process: DetectorProcess,
                                 timeout: float = 60.0) -> None:
         """Wait until the node subscribes to `topic` reliably (image_qos auto has matched us)."""
@@ -191,7 +201,8 @@ class Peer:
         client = self.node.create_client(SetParameters, "eventful_detector/set_parameters")
         self.spin_until(lambda: client.service_is_ready(), timeout, "set_parameters service")
         request = SetParameters.Request(parameters=[
-            ParameterMsg(name=name, value=_parameter_value(value)) for name, value in values.items()])
+            ParameterMsg(name=name, value=_parameter_value(value))
+            for name, value in values.items()])
         future = client.call_async(request)
         self.spin_until(future.done, timeout, "set_parameters response")
         self.node.destroy_client(client)
@@ -211,3 +222,25 @@ def _parameter_value(value: Any) -> ParameterValue:
     if isinstance(value, float):
         return ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
     return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(value))
+
+
+def camera_main(namespace: str, count: int, period_s: float) -> None:
+    """A best-effort (sensor-data QoS) 640x480 camera in its own process: waits for one
+    subscriber, publishes `count` real frames every `period_s`, then exits."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    rclpy.init()
+    node = Node("camera", namespace=namespace)
+    publisher = node.create_publisher(Image, "image_raw", qos_profile_sensor_data)
+    while publisher.get_subscription_count() == 0:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the subscriber's side of the match settle too
+    for i, frame in enumerate(video_frames(count)):
+        publisher.publish(image_msg(frame, i))
+        time.sleep(period_s)
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    camera_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))

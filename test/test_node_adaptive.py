@@ -24,6 +24,10 @@ class Robot:
         self.index = itertools.count()
         self.state = (float("nan"), BatteryState.POWER_SUPPLY_STATUS_UNKNOWN, 0.1)
         peer.wait_for_reliable_match("image_raw", process)
+        # Reports sent before the node matched them would be lost: the node would fall back to
+        # measuring this (busy) machine's CPU load itself.
+        peer.wait_for_subscriber(self.battery, process)
+        peer.wait_for_subscriber(self.cpu, process)
 
     def frame(self) -> ComputeUsage:
         percentage, status, load = self.state
@@ -32,7 +36,7 @@ class Robot:
         msg = image_msg(next(self.frames), next(self.index))
         return self.peer.send_and_wait(self.images, msg, self.usage, self.process)
 
-    def until(self, condition, frames: int = 12) -> ComputeUsage:
+    def until(self, condition, frames: int = 20) -> ComputeUsage:
         """Send frames until the compute usage satisfies `condition` (reports arrive async)."""
         seen = []
         for _ in range(frames):

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import Detection2DArray
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from vision_msgs.msg import Detection2DArray, LabelInfo
 
 import eventful_perception
 from eventful_perception.msg import ComputeUsage
@@ -37,6 +38,8 @@ def three_cameras():
         usage = {cam: peer.collect(ComputeUsage, f"{cam}/compute_usage") for cam in inputs}
         publishers = {cam: peer.node.create_publisher(Image, f"{cam}/image_raw", reliable())
                       for cam in inputs}
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        label_info = peer.collect(LabelInfo, "a/label_info", latched)
         for cam in inputs:
             peer.wait_for_reliable_match(f"{cam}/image_raw", process)
         for i in range(FRAMES):
@@ -44,12 +47,18 @@ def three_cameras():
                 msg = image_msg(inputs[cam][i], 10 * i + k, frame_id=f"{cam}_optical")
                 sent[cam].append(msg)
                 peer.send_and_wait(publishers[cam], msg, detections[cam], process)
-        peer.spin_until(lambda: all(len(usage[c]) == FRAMES for c in inputs), 20.0,
-                        "compute usage of every frame", process)
+        peer.spin_until(lambda: all(len(usage[c]) == FRAMES for c in inputs) and label_info,
+                        20.0, "compute usage of every frame and the label info", process)
     finally:
         peer.close()
-        log = process.assert_clean_exit()
-    yield inputs, sent, detections, usage, log
+        process.assert_clean_exit()
+    yield inputs, sent, detections, usage, label_info
+
+
+def test_label_info_is_latched_for_late_subscribers(three_cameras):
+    label_info = three_cameras[4]
+    assert [c.class_name for c in label_info[0].class_map] == ["person", "car", "dog"]
+    assert label_info[0].threshold == 0.0
 
 
 def test_each_frame_is_answered_with_its_own_header(three_cameras):
@@ -112,3 +121,25 @@ def test_compressed_transport():
     for reply, msg, want in zip(replies, sent, expected):
         assert stamp_of(reply) == stamp_of(msg)
         np.testing.assert_allclose(msg_to_detections(reply)[0], want.detections.boxes, atol=0.05)
+
+
+def test_a_camera_faster_than_the_model_builds_no_backlog():
+    """A burst of frames: the node skips to the newest instead of queueing the rest."""
+    frames = video_frames(3, start=200) * 5
+    process = DetectorProcess({"model": str(tiny_yolos()), "score_threshold": 0.0})
+    peer = Peer()
+    try:
+        detections = peer.collect(Detection2DArray, "detections")
+        publisher = peer.node.create_publisher(Image, "image_raw", reliable(depth=len(frames)))
+        peer.wait_for_reliable_match("image_raw", process)
+        sent = [image_msg(frame, i) for i, frame in enumerate(frames)]
+        for msg in sent:
+            publisher.publish(msg)
+        peer.spin_until(lambda: detections and stamp_of(detections[-1]) == stamp_of(sent[-1]),
+                        60.0, "the reply to the newest frame", process)
+    finally:
+        peer.close()
+        process.assert_clean_exit()
+    answered = [stamp_of(d) for d in detections]
+    assert len(answered) < len(sent)
+    assert answered == sorted(answered)  # in order, each frame at most once

@@ -1,4 +1,4 @@
-"""`eventful-perception replay`: publish a bag's messages through rclpy with their original timing."""
+"""`eventful-perception replay`: publish a bag's messages through rclpy at their recorded pace."""
 from __future__ import annotations
 
 import importlib
@@ -15,7 +15,8 @@ from rosbags.rosbag2 import Reader
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SUBSCRIBER_TIMEOUT_S = 60.0
-ACK_TIMEOUT_S = 5.0  # reliable subscribers get the last messages before the process exits
+ACK_TIMEOUT_S = 5.0
+SETTLE_S = 2.0  # reliable subscribers get the last messages before the process exits
 
 
 def message_class(msgtype: str) -> Any:
@@ -47,15 +48,21 @@ class BagPlayerNode(Node):
         self.image_topics = [c.topic for c in connections if c.msgtype in IMAGE_TYPES]
 
     def wait_for_subscribers(self, count: int, timeout: float = SUBSCRIBER_TIMEOUT_S) -> None:
-        """Block until every image topic has `count` matched subscriptions."""
+        """Block until every image topic has had `count` matched subscriptions for SETTLE_S
+        (a subscriber that matches QoS to its publishers resubscribes once after discovery)."""
         deadline = time.monotonic() + timeout
-        for topic in self.image_topics:
-            publisher = self.publishers_by_topic[topic]
-            while publisher.get_subscription_count() < count:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{topic}: {publisher.get_subscription_count()} of {count} "
-                                       f"subscribers after {timeout:.0f} s")
-                time.sleep(0.05)
+        settled_since = None
+        while settled_since is None or time.monotonic() - settled_since < SETTLE_S:
+            counts = [self.publishers_by_topic[t].get_subscription_count()
+                      for t in self.image_topics]
+            if all(c >= count for c in counts):
+                settled_since = settled_since or time.monotonic()
+            else:
+                settled_since = None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"image topics {self.image_topics} have {counts} subscribers, "
+                                   f"waited {timeout:.0f} s for {count}")
+            time.sleep(0.05)
 
 
 def replay(bag: Path, rate: float = 1.0, topics: Sequence[str] | None = None,

@@ -25,7 +25,7 @@ class BagRecorderNode(Node):
         super().__init__("bag_recorder")
         self._writer, self._topics = writer, set(topics or ())
         self._store = typestore_for([])
-        self._subscriptions: dict[str, Any] = {}
+        self._subscribed: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         self.create_timer(DISCOVERY_PERIOD_S, self._discover)
         self._discover()
@@ -37,7 +37,7 @@ class BagRecorderNode(Node):
 
     def _discover(self) -> None:
         for topic, types in self.get_topic_names_and_types():
-            if topic in self._subscriptions or not self._wanted(topic):
+            if topic in self._subscribed or not self._wanted(topic):
                 continue
             publishers = [i.qos_profile for i in self.get_publishers_info_by_topic(topic)]
             if not publishers:
@@ -46,7 +46,7 @@ class BagRecorderNode(Node):
             self._store = typestore_for([msgtype], self._store)
             connection = self._writer.add_connection(topic, msgtype, typestore=self._store)
             self.counts[topic] = 0
-            self._subscriptions[topic] = self.create_subscription(
+            self._subscribed[topic] = self.create_subscription(
                 message_class(msgtype), topic,
                 lambda raw, c=connection: self._write(c, raw),
                 qos.subscription_qos("auto", publishers, depth=100), raw=True)

@@ -1,4 +1,4 @@
-"""One camera of the node: subscription with matched QoS, newest-frame slot, outputs, stream state."""
+"""One camera of the node: matched-QoS subscription, newest-frame slot, outputs, stream state."""
 from __future__ import annotations
 
 import math
@@ -12,6 +12,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
+from eventful_perception.drawing import draw_detections, draw_text_panel
 from eventful_perception.eventful.stream import StreamConfig
 from eventful_perception.models.results import Detections
 from eventful_perception.msg import ComputeUsage
@@ -28,6 +29,7 @@ except ImportError:  # Humble
 
 # A publisher that has sent no frame for this long is reported (log + diagnostics).
 FRAME_SILENCE_S = 5.0
+SILENCE_LOG_PERIOD_S = 10.0
 SILENCE_HINT = ("check that its QoS is compatible (image_qos), and for large images across "
                 "processes give the camera driver and this node a Fast DDS profile with a large "
                 "shared-memory segment (config/fastdds_large_data.xml)")
@@ -39,7 +41,7 @@ class Camera:
     def __init__(self, node: Node, name: str, settings: Settings, model: Any,
                  wake: Callable[[], None]) -> None:
         self.name, self.stats = name, CameraStats(name)
-        self.budget, self.latency_ms = BudgetController(), None
+        self._budget, self._latency_ms = BudgetController(), None
         self._node, self._wake, self._model = node, wake, model
         self._stream = self._new_stream(settings.refresh_interval)
         prefix = f"{name}/" if name else ""
@@ -50,14 +52,13 @@ class Camera:
         self._latest: Any = None
         self._publishers_since: float | None = None
         self._last_frame_at = -math.inf
-        self._incompatible = ""
+        self._silence_logged_at = -math.inf
         self._detections = node.create_publisher(Detection2DArray, prefix + "detections", 10)
         self._image = node.create_publisher(Image, prefix + "detection_image", 1)
         self._usage = node.create_publisher(ComputeUsage, prefix + "compute_usage", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._label_info = node.create_publisher(LabelInfo, prefix + "label_info", latched)
-        self._qos = qos.subscription_qos(settings.image_qos, [])
-        self._subscription = self._subscribe(self._qos)
+        self._subscription = self._subscribe(qos.subscription_qos(settings.image_qos, []))
         self.match_qos(settings.image_qos)
 
     @property
@@ -84,16 +85,24 @@ class Camera:
             f"image_qos={mode}, {len(publishers)} publisher(s))")
 
     def _subscribe(self, profile: QoSProfile) -> Any:
-        self._qos = profile
+        self._qos, self._incompatible = profile, ""
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         return self._node.create_subscription(self._type, self._topic, self._on_image, profile,
                                               event_callbacks=events)
 
-    def silence(self, now: float) -> str:
-        """Why frames are not arriving although a publisher exists ('' when all is well)."""
+    def check_silence(self, now: float) -> str:
+        """Why frames are not arriving although a publisher exists ('' when all is well);
+        also logged, at most every SILENCE_LOG_PERIOD_S per camera."""
+        text = self._silence(now)
+        if text and now - self._silence_logged_at >= SILENCE_LOG_PERIOD_S:
+            self._silence_logged_at = now
+            self._node.get_logger().warn(text)
+        return text
+
+    def _silence(self, now: float) -> str:
         publishers = self._node.count_publishers(self.topic)
         if publishers == 0:
-            self._publishers_since = None
+            self._publishers_since, self._incompatible = None, ""
             return ""
         if self._publishers_since is None:
             self._publishers_since = now
@@ -129,7 +138,8 @@ class Camera:
         self._wake()
 
     def _on_incompatible_qos(self, event: Any) -> None:
-        policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
+        policy = str(getattr(event.last_policy_kind, "name", event.last_policy_kind))
+        policy = policy.replace("RMW_QOS_POLICY_", "")
         self._incompatible = (f"a publisher on {self.topic} has QoS incompatible with this "
                               f"subscription ({self.qos_text()}; policy {policy})")
         self._node.get_logger().warn(f"{self._incompatible}; {SILENCE_HINT}")
@@ -144,9 +154,9 @@ class Camera:
             self.stats.count("rejected", str(error))
             self._node.get_logger().warn(f"{self.topic}: {error}", throttle_duration_sec=5.0)
             return
-        decision = self.budget.update(settings.budget_config(), BudgetInputs(
+        decision = self._budget.update(settings.budget_config(), BudgetInputs(
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
-            cpu_load=cpu_load, latency_ms=self.latency_ms))
+            cpu_load=cpu_load, latency_ms=self._latency_ms))
         if settings.refresh_interval != self._stream.config.refresh_interval:
             self._stream = self._new_stream(settings.refresh_interval)
         threshold = settings.threshold if settings.policy == "threshold" else None
@@ -161,12 +171,12 @@ class Camera:
         detections = result.detections or Detections.empty()
         self._detections.publish(conversions.detections_to_msg(
             msg.header, detections.boxes, detections.scores, detections.labels))
-        self.latency_ms = (time.perf_counter() - start) * 1000.0
+        self._latency_ms = (time.perf_counter() - start) * 1000.0
         self._publish_usage(msg.header, decision, result.usage)
         if settings.publish_detection_image and self._image.get_subscription_count() > 0:
             self._publish_overlay(msg.header, rgb, detections, decision, result.usage)
         self.stats.processed(FrameReport(
-            self.latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
+            self._latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
             result.usage.gflops, result.usage.gflops_dense, len(detections)))
 
     def _new_stream(self, refresh_interval: int) -> Any:
@@ -179,25 +189,14 @@ class Camera:
             budget_effective=decision.effective, budget_reason=decision.reason,
             tokens_updated=int(usage.tokens_updated), tokens_total=int(usage.tokens_total),
             gflops=float(usage.gflops), gflops_dense=float(usage.gflops_dense),
-            latency_ms=float(self.latency_ms)))
+            latency_ms=float(self._latency_ms)))
 
     def _publish_overlay(self, header: Any, rgb: Any, detections: Detections,
                          decision: BudgetDecision, usage: Any) -> None:
         summary = (f"budget {decision.effective:.2f} ({decision.reason}) | tokens "
                    f"{usage.tokens_updated}/{usage.tokens_total} | {usage.gflops:.1f}/"
-                   f"{usage.gflops_dense:.1f} GFLOPs | {self.latency_ms:.0f} ms")
-        image = draw(rgb, detections.boxes, detections.scores, detections.labels, summary)
+                   f"{usage.gflops_dense:.1f} GFLOPs | {self._latency_ms:.0f} ms")
+        image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels)
+        image = draw_text_panel(image, [summary])
         self._image.publish(conversions.rgb_to_image(image, header))
 
-
-def draw(rgb: Any, boxes: Any, scores: Any, labels: list[str], summary: str) -> Any:
-    """TEMPORARY until eventful_perception.drawing lands."""
-    import cv2
-
-    image = rgb.copy()
-    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
-        cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 2)
-        cv2.putText(image, f"{label} {score:.2f}", (int(x1), int(y1) - 4),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
-    cv2.putText(image, summary, (5, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1)
-    return image

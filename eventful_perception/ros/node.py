@@ -9,6 +9,7 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -91,9 +92,7 @@ class EventfulDetectorNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         for camera in self._cameras:
             camera.match_qos(settings.image_qos)
-            silence = camera.silence(now)
-            if silence:
-                self.get_logger().warn(silence, throttle_duration_sec=10.0)
+            silence = camera.check_silence(now)
             context = Context(
                 hardware_id=self.get_fully_qualified_name(), topic=camera.topic,
                 publishers=camera.publishers(), qos=camera.qos_text(),
@@ -142,6 +141,10 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ParameterException, ValueError, FileNotFoundError) as error:
+        # Bad parameters or a missing model: say why in one line, no traceback.
+        rclpy.logging.get_logger("eventful_detector").fatal(f"cannot start: {error}")
+        raise SystemExit(1) from None
     finally:
         if node is not None:
             node.destroy_node()

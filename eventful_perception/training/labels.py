@@ -83,13 +83,11 @@ def label_clip(video: Path, config: LabelConfig = LabelConfig()) -> dict[int, Fr
         if center not in backgrounds:
             backgrounds = {center: _background(frames, center, config)}
         blobs = foreground_blobs(frames[index], backgrounds[center], config)
-        hog_boxes = np.array(hog.get(index, []), np.float32).reshape(-1, 5)
-        hog_boxes = hog_boxes[hog_boxes[:, 4] >= config.hog_min_weight, :4]
-        confirmed = _hog_supports(hog_boxes, blobs)
-        candidates[index] = (blobs, confirmed.any(axis=0))
-        strong = np.array(hog.get(index, []), np.float32).reshape(-1, 5)
-        strong = strong[strong[:, 4] >= config.hog_ignore_weight, :4]
-        strong_hog[index] = strong[~_hog_supports(strong, blobs).any(axis=1)]
+        detections = np.array(hog.get(index, []), np.float32).reshape(-1, 5)  # (H, 5) box, weight
+        confirming = detections[detections[:, 4] >= config.hog_min_weight, :4]
+        candidates[index] = (blobs, _hog_supports(confirming, blobs).any(axis=0))
+        strong = detections[detections[:, 4] >= config.hog_ignore_weight, :4]
+        strong_hog[index] = strong[~_hog_supports(strong, blobs).any(axis=1)]  # HOG without foreground
     tracks = build_tracks(candidates, config.frame_step, max_gap=config.max_gap)
     return _assemble(sorted(frames), tracks, strong_hog, config)
 
