@@ -147,13 +147,18 @@ def plot(timeline: Timeline, path: Path) -> None:
     plt.close(fig)
 
 
+def _use_large_data_profile() -> None:
+    """Images cross processes here (player -> node -> monitor): give all of them the profile."""
+    profile = str(_config("fastdds_large_data.xml"))
+    for name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):  # Fast DDS 2, 3
+        os.environ.setdefault(name, profile)
+
+
 def _start_node(args: argparse.Namespace) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(_config("fastdds_large_data.xml")))
     command = [sys.executable, "-m", "eventful_perception.ros.node", "--ros-args",
                "-p", f"model:={args.model}", "-p", "budget_mode:=adaptive",
                "-p", f"token_budget:={args.budget}", "-p", f"device:={args.device}"]
-    return subprocess.Popen(command, env=env)
+    return subprocess.Popen(command)
 
 
 def _replay(bag: Path, rate: float) -> subprocess.Popen:
@@ -181,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"making a bag of {args.frames} frames of {args.video.name} with a battery ramp 100% -> 10%")
     make_bag(args.video, bag, max_frames=args.frames, battery_ramp=(1.0, 0.1))
+    _use_large_data_profile()
     rclpy.init()
     monitor = DemoMonitor(out / "demo_annotated.mp4", fps=10.0 * args.rate)
     executor = SingleThreadedExecutor()
