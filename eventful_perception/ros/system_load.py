@@ -32,13 +32,17 @@ class Battery:
 
 
 class CpuLoad:
-    """CPU load 0-1 from the `cpu_load` topic, or measured with psutil while the topic is silent."""
+    """CPU load 0-1 from the `cpu_load` topic, or, while it is silent, the load of this machine's
+    other processes measured with psutil."""
 
     def __init__(self, timeout_s: float = CPU_TOPIC_TIMEOUT_S) -> None:
         self._timeout_s = timeout_s
         self._reported: float | None = None
         self._reported_at = -math.inf
-        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+        self._process = psutil.Process()
+        # The first calls only start the measurements.
+        psutil.cpu_percent(interval=None)
+        self._process.cpu_percent(interval=None)
         self._measured: float | None = None
 
     def report(self, load: float, now: float) -> None:
@@ -46,8 +50,14 @@ class CpuLoad:
         self._reported, self._reported_at = min(max(float(load), 0.0), 1.0), now
 
     def measure(self) -> None:
-        """Sample this machine's load since the previous call; call it about once a second."""
-        self._measured = psutil.cpu_percent(interval=None) / 100.0
+        """Sample the load of the machine's *other* processes since the previous call (~1 Hz).
+
+        The detector's own work is left out: counting it would make the budget chase its own
+        load (a busy model lowers its budget, which frees the CPU, which raises it again).
+        """
+        machine = psutil.cpu_percent(interval=None) / 100.0
+        own = self._process.cpu_percent(interval=None) / 100.0 / (psutil.cpu_count() or 1)
+        self._measured = min(max(machine - own, 0.0), 1.0)
 
     def current(self, now: float) -> tuple[float | None, str]:
         """(load, source) where source is 'topic' or 'psutil'."""
