@@ -30,8 +30,8 @@ def assign(boxes: torch.Tensor, classes: torch.Tensor, ignore_regions: torch.Ten
 
     The token under a box's centre is always assigned, so boxes narrower than a patch get one;
     a token inside several boxes takes the smallest. Objectness targets fall off towards the box
-    border (centreness), so border tokens, whose boxes are least reliable, score lower and lose
-    against the centre tokens in NMS. Tokens in ignore regions (M, 4) get no objectness loss.
+    border (centreness, scaled to 1 at each box's most central token), so border tokens, whose
+    boxes are least reliable, score lower and lose against the centre tokens in NMS. Tokens in ignore regions (M, 4) get no objectness loss.
     """
     centers = token_centers(grid, patch_size)  # (N, 2)
     n = len(centers)
@@ -48,6 +48,9 @@ def assign(boxes: torch.Tensor, classes: torch.Tensor, ignore_regions: torch.Ten
     positive = member.any(dim=1)
     assigned = boxes[best]  # (N, 4)
     quality = torch.where(positive, centerness(centers, assigned), torch.zeros(n))
+    # Scale so every box's most central token has target 1: scores then read as confidences.
+    best_quality = torch.zeros(len(boxes)).scatter_reduce(0, best[positive], quality[positive], "amax")  # (K,)
+    quality = torch.where(positive, quality / best_quality[best].clamp(min=1e-6), quality)
     return TokenTargets(positive, quality, in_ignore & ~positive, assigned, classes[best])
 
 

@@ -21,9 +21,9 @@ LABELS = ("person",)
 class TrainConfig:
     """Head training hyper-parameters."""
 
-    epochs: int = 30
+    epochs: int = 50
     batch_frames: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.05
     mlp_dim: int = 256
     holdout: float = 0.2  # the last 20 % of every clip is never trained on
