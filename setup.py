@@ -17,6 +17,7 @@ setup(
         "torch>=2.1",
         "numpy",
         "safetensors",
+        "onnx",
         "opencv-python-headless",
         "rosbags",
         "rosbags-image",

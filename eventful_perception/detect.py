@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -20,8 +21,12 @@ import numpy as np
 from eventful_perception import assets
 from eventful_perception.drawing import annotate
 
+if TYPE_CHECKING:
+    from eventful_perception.models.base import EventfulViT
+    from eventful_perception.models.results import Result
 
-def frame_record(index: int, result) -> dict:
+
+def frame_record(index: int, result: Result) -> dict:
     """The JSON-lines record of one frame's `Result`."""
     detections = []
     if result.detections is not None:
@@ -60,6 +65,7 @@ def read_video(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    """The `detect` command; 0 on success, 2 for bad arguments."""
     try:
         video = _checked(args)
     except ValueError as error:
@@ -95,7 +101,8 @@ def _checked(args: argparse.Namespace) -> Path:
     return resolve_video(args.video)
 
 
-def _detect_frames(model, video: Path, args: argparse.Namespace) -> Iterator[tuple[int, np.ndarray, object]]:
+def _detect_frames(model: EventfulViT, video: Path,
+                   args: argparse.Namespace) -> Iterator[tuple[int, np.ndarray, Result]]:
     """(index, BGR frame, Result) for each frame, one stream over the whole video."""
     from tqdm import tqdm
 
@@ -127,6 +134,7 @@ def _video_writer(path: str, fps: float, shape: tuple[int, ...]) -> cv2.VideoWri
 
 
 def add_parser(subparsers) -> None:
+    """Register `eventful-perception detect`."""
     parser = subparsers.add_parser(
         "detect", help="run the eventful detector over a video file (annotated video, JSON lines)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

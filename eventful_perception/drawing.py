@@ -18,12 +18,16 @@ _TEXT = (255, 255, 255)
 
 
 class DetectionsLike(Protocol):
+    """What `annotate` reads from detections (see `models.results.Detections`)."""
+
     boxes: np.ndarray
     scores: np.ndarray
     labels: list[str]
 
 
 class UsageLike(Protocol):
+    """What the overlay reads from a frame's compute usage (see `models.results.Usage`)."""
+
     tokens_updated: int
     tokens_total: int
     gflops: float

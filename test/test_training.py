@@ -10,10 +10,10 @@ from eventful_perception.models.results import Detections
 from eventful_perception.models.token_head import token_centers
 from eventful_perception.training.features import ClipFeatures
 from eventful_perception.training.labels import FrameLabels, LabelConfig, _is_single, _perspective_fit, foreground_blobs
-from eventful_perception.training.metrics import GroundTruth, mean_average_precision
+from eventful_perception.training.metrics import GroundTruth, mean_average_precision, precision_recall
 from eventful_perception.training.targets import assign
 from eventful_perception.training.tracking import build_tracks
-from eventful_perception.training.train import TrainConfig, build_batchable, evaluate, split, train_head
+from eventful_perception.training.train import TrainConfig, build_training_set, evaluate, split, train_head
 
 BOX = np.array([[10.0, 10.0, 50.0, 90.0]], np.float32)
 
@@ -48,6 +48,15 @@ def test_map_duplicates_ignore_regions_and_no_truth():
         mean_average_precision([], [truth(BOX)])
 
 
+def test_precision_recall_at_threshold():
+    preds = [detections([BOX[0], [200, 200, 240, 280], [300, 300, 340, 380]], [0.9, 0.6, 0.3]),
+             detections([], [])]
+    truths = [truth(BOX, ignore=[[290, 290, 350, 390]]), truth(BOX)]
+    assert precision_recall(preds, truths, 0.5) == pytest.approx((0.5, 0.5))
+    assert precision_recall(preds, truths, 0.2) == pytest.approx((0.5, 0.5))  # the 0.3 one is ignored
+    assert precision_recall(preds, truths, 0.95) == pytest.approx((1.0, 0.0))
+
+
 def test_assign_tokens_inside_box_with_centreness_targets():
     grid, patch = (8, 8), 14
     boxes = torch.tensor([[14.0, 14.0, 56.0, 98.0]])  # 3 x 6 patches
@@ -57,6 +66,7 @@ def test_assign_tokens_inside_box_with_centreness_targets():
     assert (targets.positive == inside).all()
     assert (targets.boxes[targets.positive] == boxes[0]).all()
     assert (targets.quality[~inside] == 0).all() and (targets.quality[inside] > 0).all()
+    assert targets.quality.max() == pytest.approx(1.0)  # the most central token
     # Centre column, rows from the top border to the middle: quality rises towards the centre.
     column = targets.quality.reshape(grid)[1:4, 2]
     assert column[0] < column[1] < column[2] <= 1.0
@@ -69,7 +79,7 @@ def test_assign_narrow_box_gets_its_centre_token_and_smallest_box_wins():
     targets = assign(boxes, torch.tensor([0, 0, 0]), torch.zeros(0, 4), grid, patch)
     assert targets.positive[5] and (targets.boxes[5] == boxes[1]).all()  # token (1, 1)
     assert targets.positive[14] and (targets.boxes[14] == boxes[2]).all()  # centre (35, 49) is outside
-    assert targets.quality[14] > 0
+    assert targets.quality[14] == pytest.approx(1.0)  # the only token of its box
     empty = assign(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), grid, patch)
     assert not empty.positive.any() and not empty.ignore.any()
 
@@ -93,6 +103,26 @@ def test_foreground_blob_of_a_synthetic_person():
     assert blobs.shape == (1, 4)
     assert blobs[0] == pytest.approx([70, 30, 90, 90], abs=3)
     assert foreground_blobs(background, background, LabelConfig()).shape == (0, 4)
+
+
+def test_label_clip_on_real_excerpt(tmp_path):
+    """HOG (OpenCV 4 in a subprocess) + background subtraction + tracks on 4 s of vtest.avi."""
+    import cv2
+
+    from eventful_perception.assets import video_path
+    from eventful_perception.training.labels import iter_frames, label_clip
+
+    excerpt = tmp_path / "excerpt.avi"
+    writer = cv2.VideoWriter(str(excerpt), cv2.VideoWriter_fourcc(*"MJPG"), 10, (768, 576))
+    for _, frame in iter_frames(video_path("vtest.avi"), set(range(300, 340))):
+        writer.write(frame)
+    writer.release()
+    labels = label_clip(excerpt, LabelConfig(background_window=40, background_samples=11))
+    assert sorted(labels) == list(range(0, 40, 2))
+    assert np.mean([len(frame.boxes) > 0 for frame in labels.values()]) >= 0.7
+    boxes = np.concatenate([frame.boxes for frame in labels.values()])
+    heights, widths = boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]
+    assert ((heights >= 40) & (heights <= 200) & (heights >= 1.3 * widths)).all()  # upright people
 
 
 def test_perspective_fit_flags_groups():
@@ -131,7 +161,7 @@ def test_train_head_end_to_end_on_planted_features(single_thread):
     train_frames, test_frames = split(sorted(labels), 0.25)
     assert test_frames == list(range(18, 24))
     config = TrainConfig(epochs=60, batch_frames=6, mlp_dim=32, learning_rate=3e-3)
-    head = train_head(build_batchable([clip], [labels], [train_frames], config), config)
+    head = train_head(build_training_set([clip], [labels], [train_frames]), config)
     assert evaluate(head, [clip], [labels], [test_frames], config) >= 0.9
 
 

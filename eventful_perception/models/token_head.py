@@ -89,6 +89,7 @@ class TokenHead(nn.Module):
         save_file(weights, str(folder / WEIGHTS_FILE))
 
     def forward(self, patch_tokens: torch.Tensor) -> TokenOutputs:
+        """Raw outputs for patch tokens (B, N, D), each token on its own."""
         hidden = self.mlp(patch_tokens)  # (B, N, M)
         return TokenOutputs(
             objectness=self.objectness(hidden).squeeze(-1),  # (B, N)

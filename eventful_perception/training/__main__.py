@@ -18,8 +18,8 @@ from eventful_perception import assets
 from eventful_perception.training import eventful_eval
 from eventful_perception.training.features import SHORT_SIDE, ClipFeatures, cache_features
 from eventful_perception.training.labels import FrameLabels, LabelConfig, label_clip, load_labels, save_labels
-from eventful_perception.training.train import (TrainConfig, build_batchable, evaluate, predict_clip, split,
-                                                train_head)
+from eventful_perception.training.train import (TrainConfig, build_training_set, evaluate, evaluate_at_threshold,
+                                                predict_clip, split, train_head)
 
 CLIPS = ("vtest.avi", "tree.avi")
 DEFAULT_SCORE_THRESHOLD = 0.5  # what the model applies unless told otherwise
@@ -30,6 +30,7 @@ def _work_dir() -> Path:
 
 
 def step_labels(args: argparse.Namespace) -> list[dict[int, FrameLabels]]:
+    """Pseudo-labels of every clip (cached JSON, recomputed when the config changes)."""
     out = []
     for clip in args.clips:
         path = _work_dir() / f"labels_{Path(clip).stem}.json"
@@ -43,6 +44,7 @@ def step_labels(args: argparse.Namespace) -> list[dict[int, FrameLabels]]:
 
 
 def step_features(args: argparse.Namespace, labels: list[dict[int, FrameLabels]]) -> list[ClipFeatures]:
+    """Frozen backbone tokens of the labelled frames (cached)."""
     out = []
     for clip, clip_labels in zip(args.clips, labels):
         path = _work_dir() / f"features_{Path(clip).stem}_{SHORT_SIDE}.safetensors"
@@ -52,13 +54,16 @@ def step_features(args: argparse.Namespace, labels: list[dict[int, FrameLabels]]
     return out
 
 
-def step_train(args: argparse.Namespace, labels, features) -> dict:
+def step_train(args: argparse.Namespace, labels: list[dict[int, FrameLabels]], features: list[ClipFeatures]) -> dict:
+    """Train the head, evaluate the held-out tails, write the head and metrics.json."""
     config = TrainConfig(epochs=args.epochs, mlp_dim=args.mlp_dim)
     train_frames, test_frames = zip(*(split(sorted(l), config.holdout) for l in labels))
-    head = train_head(build_batchable(features, labels, list(train_frames), config), config)
+    head = train_head(build_training_set(features, labels, list(train_frames)), config)
+    precision, recall = evaluate_at_threshold(head, features, labels, list(test_frames), DEFAULT_SCORE_THRESHOLD)
     metrics = {
         "map50_heldout": evaluate(head, features, labels, list(test_frames), config),
         "map50_train": evaluate(head, features, labels, list(train_frames), config),
+        f"precision_recall_heldout_at_{DEFAULT_SCORE_THRESHOLD}": [precision, recall],
         "heldout_frames": {c: [f[0], f[-1]] for c, f in zip(args.clips, test_frames) if f},
         "train_config": asdict(config),
     }
@@ -75,6 +80,7 @@ def step_train(args: argparse.Namespace, labels, features) -> dict:
 
 
 def step_eventful(args: argparse.Namespace, labels: list[dict[int, FrameLabels]]) -> None:
+    """Add the eventful-vs-dense evaluation to metrics.json."""
     path = args.out / "metrics.json"
     metrics = json.loads(path.read_text()) if path.is_file() else {}
     metrics["eventful_vs_dense"] = eventful_eval.run(args.out, args.clips[0], args.budgets,
@@ -84,6 +90,7 @@ def step_eventful(args: argparse.Namespace, labels: list[dict[int, FrameLabels]]
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the chosen step and the steps it needs."""
     torch.set_num_threads(args.threads)
     args.out = Path(args.out)
     labels = step_labels(args)
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training command line."""
     parser = argparse.ArgumentParser(prog="python -m eventful_perception.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("labels", "features", "train", "eventful", "all"),
@@ -116,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m eventful_perception.training`."""
     return run(build_parser().parse_args(argv))
 
 

@@ -52,6 +52,7 @@ def cache_features(video: Path, frames: list[int], backbone_dir: Path, path: Pat
 
 
 def save_features(features: ClipFeatures, path: Path) -> None:
+    """Write cached features as safetensors."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"tokens": features.tokens.contiguous(),
                "frames": torch.tensor(features.frames, dtype=torch.int64),
@@ -60,6 +61,7 @@ def save_features(features: ClipFeatures, path: Path) -> None:
 
 
 def load_features(path: Path) -> ClipFeatures:
+    """Read features written by `save_features`."""
     data = load_file(str(path))
     return ClipFeatures(data["tokens"], data["frames"].tolist(), tuple(data["grid"].tolist()),
                         tuple(data["scale"].tolist()))

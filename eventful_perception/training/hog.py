@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eventful_perception.assets import cache_dir
+from eventful_perception.assets import cache_dir, sha256
 
 OPENCV4 = "opencv-python-headless==4.12.0.88"
 # People shorter than HOG's 128-pixel window (minus margins) are missed; vtest's are 60-110 px.
@@ -22,6 +22,7 @@ UPSCALE = 1.5
 
 
 def opencv4_dir() -> Path:
+    """Where the pinned OpenCV 4 wheel is installed in the cache."""
     return cache_dir() / "opencv4" / OPENCV4.split("==")[1]
 
 
@@ -37,7 +38,7 @@ def ensure_opencv4() -> Path:
 
 def run_hog(video: Path, frames: list[int]) -> dict[int, list[list[float]]]:
     """HOG detections `frame -> [[x1, y1, x2, y2, weight], ...]` in original pixels (cached)."""
-    out = cache_dir() / "training" / f"hog_{video.stem}_{OPENCV4.split('==')[1]}.json"
+    out = cache_dir() / "training" / f"hog_{video.stem}_{sha256(video)[:12]}_{OPENCV4.split('==')[1]}.json"
     if out.is_file() and sorted(map(int, json.loads(out.read_text()))) == sorted(frames):
         return {int(k): v for k, v in json.loads(out.read_text()).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,7 @@ def _detect_all(video: Path, frames: list[int]) -> dict[int, list[list[float]]]:
 
 
 def main() -> None:
+    """Subprocess entry point: HOG detections of the given frames as JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("video", type=Path)
     parser.add_argument("out", type=Path)

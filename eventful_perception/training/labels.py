@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eventful_perception.training.hog import run_hog
-from eventful_perception.training.tracking import Track, build_tracks, iou_matrix
+from eventful_perception.training.tracking import Track, build_tracks
 
 _BACKGROUND_CHUNK = 20
 _MIN_BOXES_TO_FIT = 20

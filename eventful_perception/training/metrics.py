@@ -55,6 +55,24 @@ def average_precision(predictions: list[Detections], truths: list[GroundTruth], 
     return _area(recall, precision)
 
 
+def precision_recall(predictions: list[Detections], truths: list[GroundTruth], score_threshold: float,
+                     iou_threshold: float = 0.5) -> tuple[float, float]:
+    """Precision and recall (all classes pooled) of the predictions scoring >= `score_threshold`.
+
+    Precision is 1 when nothing is predicted; matching and ignore regions as in `average_precision`.
+    """
+    hits, n_truth = [], 0
+    for prediction, truth in zip(predictions, truths, strict=True):
+        for label in set(prediction.labels) | set(truth.labels):
+            mine = np.array([l == label for l in prediction.labels], bool) & (prediction.scores >= score_threshold)
+            reference = truth.boxes[np.array([l == label for l in truth.labels], bool)].reshape(-1, 4)
+            n_truth += len(reference)
+            hits += _match(prediction.boxes[mine], prediction.scores[mine], reference, truth.ignore,
+                           iou_threshold)[1]
+    precision = sum(hits) / len(hits) if hits else 1.0
+    return precision, sum(hits) / n_truth if n_truth else float("nan")
+
+
 def _match(boxes: np.ndarray, scores: np.ndarray, reference: np.ndarray, ignore: np.ndarray,
            iou_threshold: float) -> tuple[list[float], list[bool]]:
     """Scores and true/false flags of the counted predictions of one frame."""

@@ -31,7 +31,8 @@ def assign(boxes: torch.Tensor, classes: torch.Tensor, ignore_regions: torch.Ten
     The token under a box's centre is always assigned, so boxes narrower than a patch get one;
     a token inside several boxes takes the smallest. Objectness targets fall off towards the box
     border (centreness, scaled to 1 at each box's most central token), so border tokens, whose
-    boxes are least reliable, score lower and lose against the centre tokens in NMS. Tokens in ignore regions (M, 4) get no objectness loss.
+    boxes are least reliable, score lower and lose against the centre tokens in NMS. Tokens in
+    ignore regions (M, 4) get no objectness loss.
     """
     centers = token_centers(grid, patch_size)  # (N, 2)
     n = len(centers)

@@ -15,6 +15,7 @@ class Track:
     confirmed: list[bool] = field(default_factory=list)
 
     def add(self, frame: int, box: np.ndarray, confirmed: bool) -> None:
+        """Append one observation."""
         self.frames.append(frame)
         self.boxes.append(box)
         self.confirmed.append(confirmed)

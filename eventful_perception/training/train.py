@@ -11,7 +11,7 @@ from eventful_perception.models.results import Detections
 from eventful_perception.models.token_head import TokenHead, TokenHeadConfig, box_iou, decode_boxes
 from eventful_perception.training.features import PATCH_SIZE, ClipFeatures, scale_boxes
 from eventful_perception.training.labels import FrameLabels
-from eventful_perception.training.metrics import GroundTruth, mean_average_precision
+from eventful_perception.training.metrics import GroundTruth, mean_average_precision, precision_recall
 from eventful_perception.training.targets import assign, box_targets
 
 LABELS = ("person",)
@@ -32,7 +32,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class Batchable:
+class TrainingSet:
     """Stacked training tensors of F frames with N tokens each."""
 
     tokens: torch.Tensor  # (F, N, D) float16
@@ -51,9 +51,11 @@ def split(frames: list[int], holdout: float) -> tuple[list[int], list[int]]:
     return frames[:cut], frames[cut:]
 
 
-def build_batchable(features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
-                    keep: list[list[int]], config: TrainConfig) -> Batchable:
+def build_training_set(features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
+                       keep: list[list[int]]) -> TrainingSet:
     """Targets of the frames `keep[c]` of every clip `c`, stacked with their tokens."""
+    if len({clip.grid for clip in features}) != 1:
+        raise ValueError("all clips must share one token grid; use one input size for every clip")
     rows = []
     for clip, clip_labels, frames in zip(features, labels, keep):
         for frame in frames:
@@ -63,9 +65,7 @@ def build_batchable(features: list[ClipFeatures], labels: list[dict[int, FrameLa
             targets = assign(boxes, torch.zeros(len(boxes), dtype=torch.long), ignore, clip.grid, PATCH_SIZE)
             rows.append((clip.tokens[clip.frames.index(frame)], targets,
                          box_targets(targets, clip.grid, PATCH_SIZE)))
-    if len({clip.grid for clip in features}) != 1:
-        raise ValueError("all clips must share one token grid; use one input size for every clip")
-    return Batchable(
+    return TrainingSet(
         tokens=torch.stack([r[0] for r in rows]),
         positive=torch.stack([r[1].positive for r in rows]),
         quality=torch.stack([r[1].quality for r in rows]),
@@ -77,8 +77,8 @@ def build_batchable(features: list[ClipFeatures], labels: list[dict[int, FrameLa
     )
 
 
-def train_head(data: Batchable, config: TrainConfig) -> TokenHead:
-    """Fit a fresh token head to `data` with AdamW and a cosine schedule."""
+def train_head(data: TrainingSet, config: TrainConfig) -> TokenHead:
+    """Fit a fresh token head to `data` with AdamW and a one-cycle learning-rate schedule."""
     torch.manual_seed(config.seed)
     head = TokenHead(TokenHeadConfig(LABELS, data.tokens.shape[-1], config.mlp_dim))
     optimizer = torch.optim.AdamW(head.parameters(), config.learning_rate, weight_decay=config.weight_decay)
@@ -97,7 +97,7 @@ def train_head(data: Batchable, config: TrainConfig) -> TokenHead:
     return head.eval()
 
 
-def detection_loss(head: TokenHead, data: Batchable, batch: torch.Tensor) -> torch.Tensor:
+def detection_loss(head: TokenHead, data: TrainingSet, batch: torch.Tensor) -> torch.Tensor:
     """Quality focal loss on objectness + centreness-weighted GIoU and L1 box losses + class CE."""
     outputs = head(data.tokens[batch].float())
     positive, counted = data.positive[batch], ~data.ignore[batch]
@@ -142,9 +142,19 @@ def predict_clip(head: TokenHead, clip: ClipFeatures, frames: list[int],
 def evaluate(head: TokenHead, features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
              keep: list[list[int]], config: TrainConfig) -> float:
     """mAP50 against the labels over the frames `keep[c]` of every clip `c`."""
+    return mean_average_precision(*_collect(head, features, labels, keep, config.eval_score_threshold))
+
+
+def evaluate_at_threshold(head: TokenHead, features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
+                          keep: list[list[int]], score_threshold: float) -> tuple[float, float]:
+    """(precision, recall) at IoU 0.5 of the detections scoring >= `score_threshold`."""
+    return precision_recall(*_collect(head, features, labels, keep, score_threshold), score_threshold)
+
+
+def _collect(head, features, labels, keep, score_threshold: float) -> tuple[list[Detections], list[GroundTruth]]:
     predictions, truths = [], []
     for clip, clip_labels, frames in zip(features, labels, keep):
-        predictions += predict_clip(head, clip, frames, config.eval_score_threshold)
-        truths += [GroundTruth(clip_labels[f].boxes, ["person"] * len(clip_labels[f].boxes),
+        predictions += predict_clip(head, clip, frames, score_threshold)
+        truths += [GroundTruth(clip_labels[f].boxes, list(LABELS) * len(clip_labels[f].boxes),
                                clip_labels[f].ignore) for f in frames]
-    return mean_average_precision(predictions, truths)
+    return predictions, truths
