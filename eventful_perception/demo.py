@@ -31,6 +31,7 @@ from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import image_to_rgb
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
+BATTERY_LOW, BATTERY_CRITICAL = 0.6, 0.15
 
 
 @dataclass
@@ -157,7 +158,9 @@ def _use_large_data_profile() -> None:
 def _start_node(args: argparse.Namespace) -> subprocess.Popen:
     command = [sys.executable, "-m", "eventful_perception.ros.node", "--ros-args",
                "-p", f"model:={args.model}", "-p", "budget_mode:=adaptive",
-               "-p", f"token_budget:={args.budget}", "-p", f"device:={args.device}"]
+               "-p", f"token_budget:={args.budget}", "-p", f"device:={args.device}",
+               # Start saving early so the 100% -> 10% ramp shows the whole battery law.
+               "-p", f"battery_low:={BATTERY_LOW}", "-p", f"battery_critical:={BATTERY_CRITICAL}"]
     return subprocess.Popen(command)
 
 
@@ -193,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     executor.add_node(monitor)
     node = _start_node(args)
     try:
-        print(f"replaying at {args.rate}x (the node drops frames it cannot keep up with)")
+        print(f"replaying at {args.rate}x (the node drops frames it cannot keep up with); adaptive "
+          f"budget: lowered below {BATTERY_LOW:.0%} battery, min_budget at {BATTERY_CRITICAL:.0%}")
         _spin_while(executor, _replay(bag, args.rate))
         deadline = time.monotonic() + 5.0  # let the last frame come through
         while time.monotonic() < deadline:
