@@ -2,11 +2,14 @@
 import itertools
 
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import BatteryState, Image
 from std_msgs.msg import Float32
 
 from eventful_perception.msg import ComputeUsage
-from node_harness import DetectorProcess, Peer, image_msg, reliable, tiny_yolos, video_frames
+from eventful_perception.ros.system_load import Battery
+from node_harness import (NAMESPACE, DetectorProcess, Peer, image_msg, reliable, tiny_yolos,
+                          video_frames)
 
 REQUESTED = 0.8
 
@@ -17,12 +20,14 @@ class Robot:
     def __init__(self, peer: Peer, process: DetectorProcess) -> None:
         self.peer, self.process = peer, process
         self.usage = peer.collect(ComputeUsage, "compute_usage")
+        self.diagnostics = peer.collect(DiagnosticArray, "/diagnostics")
         self.images = peer.node.create_publisher(Image, "image_raw", reliable())
         self.battery = peer.node.create_publisher(BatteryState, "battery_state", 10)
         self.cpu = peer.node.create_publisher(Float32, "cpu_load", 10)
         self.frames = itertools.cycle(video_frames(6))
         self.index = itertools.count()
         self.state = (float("nan"), BatteryState.POWER_SUPPLY_STATUS_UNKNOWN, 0.1)
+        self.shown = ("", "")  # battery and cpu load last seen in the node's diagnostics
         peer.wait_for_reliable_match("image_raw", process)
         # Reports sent before the node matched them would be lost: the node would fall back to
         # measuring this (busy) machine's CPU load itself.
@@ -33,8 +38,25 @@ class Robot:
         percentage, status, load = self.state
         self.battery.publish(BatteryState(percentage=percentage, power_supply_status=status))
         self.cpu.publish(Float32(data=load))
+        expected = (Battery.from_report(percentage, status).describe(), f"{load:.2f} (topic)")
+        if expected != self.shown:
+            # Reports and frames travel on different topics, which DDS does not order, and a lost
+            # report is resent only at the next heartbeat, seconds later, when `until` may have
+            # sent all its frames: after a change, send frames once the node's diagnostics show it.
+            since = len(self.diagnostics)
+            self.peer.spin_until(lambda: self.diagnostics_show(since, *expected), 30.0,
+                                 f"diagnostics showing battery {expected[0]}, cpu load "
+                                 f"{expected[1]}", self.process)
+            self.shown = expected
         msg = image_msg(next(self.frames), next(self.index))
         return self.peer.send_and_wait(self.images, msg, self.usage, self.process)
+
+    def diagnostics_show(self, since: int, battery: str, cpu_load: str) -> bool:
+        """Whether diagnostics received since `since` show the node had both reports."""
+        shown = [{kv.key: kv.value for kv in s.values} for a in self.diagnostics[since:]
+                 for s in a.status if s.hardware_id == f"{NAMESPACE}/eventful_detector"]
+        return (any(v.get("battery") == battery for v in shown)
+                and any(v.get("cpu load") == cpu_load for v in shown))
 
     def until(self, condition, frames: int = 20) -> ComputeUsage:
         """Send frames until the compute usage satisfies `condition` (reports arrive async)."""

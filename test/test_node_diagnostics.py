@@ -55,10 +55,20 @@ def diagnostics():
         peer.wait_for_reliable_match("front/image_raw", process)
         peer.wait_for_subscriber(battery, process)
         peer.wait_for_subscriber(cpu, process)
+
+        def reports_arrived() -> bool:
+            shown = [values(s) for a in arrays for s in a.status
+                     if s.hardware_id == f"{NAMESPACE}/eventful_detector"]
+            return (any(v.get("battery") == "10%" for v in shown)
+                    and any(v.get("cpu load") == "0.20 (topic)" for v in shown))
         for i, frame in enumerate(video_frames(4)):
             battery.publish(BatteryState(
                 percentage=0.1, power_supply_status=BatteryState.POWER_SUPPLY_STATUS_DISCHARGING))
             cpu.publish(Float32(data=0.2))
+            # Reports and frames travel on different topics, which DDS does not order, and a lost
+            # report is resent only at the next heartbeat, seconds later: send the frames once
+            # the node's diagnostics show it has the reports.
+            peer.spin_until(reports_arrived, 30.0, "diagnostics showing the reports", process)
             peer.send_and_wait(front, image_msg(frame, i), detections, process)
         broken = image_msg(frame, 99)
         broken.encoding = "not_an_encoding"
