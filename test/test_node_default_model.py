@@ -33,8 +33,12 @@ def test_default_detector_finds_pedestrians_in_original_pixels_at_any_frame_size
     assert len(small) >= 2 and set(small_labels) == {"person"}  # several pedestrians walk by
     assert small_scores.min() >= 0.5  # the default score_threshold
     assert large_labels == small_labels
-    # The same picture at twice the size: the same boxes, twice as large (to a few pixels).
-    np.testing.assert_allclose(large, 2.0 * small, atol=8.0)
+    # The same picture at twice the size: the same boxes, twice as large (to a few pixels). Boxes
+    # of nearly equal score may come out in either order, so match each to its nearest.
+    assert len(large) == len(small)
+    distance = np.abs(large[None, :, :] - 2.0 * small[:, None, :]).max(axis=2)  # (small, large)
+    assert distance.min(axis=1).max() <= 8.0, distance.min(axis=1)
+    assert sorted(distance.argmin(axis=1)) == list(range(len(large)))  # one-to-one
     for cam in inputs:
         [used] = usage[cam]
         assert used.tokens_updated == used.tokens_total  # a stream's first frame is exact
