@@ -10,6 +10,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -141,6 +142,11 @@ def main(args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RCLError:
+        # Ctrl-C can shut the context down while spin builds its wait set (ros2/rclpy#1166):
+        # that is a normal shutdown; anything else is a real error.
+        if rclpy.ok():
+            raise
     except (ParameterException, ValueError, FileNotFoundError) as error:
         # Bad parameters or a missing model: say why in one line, no traceback.
         rclpy.logging.get_logger("eventful_detector").fatal(f"cannot start: {error}")
