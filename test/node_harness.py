@@ -30,6 +30,7 @@ from std_msgs.msg import Header
 from eventful_perception.ros.conversions import rgb_to_image
 
 from ros_helpers import REPO, ros_env
+from tiny_models import perturb_and_save
 
 VIDEO = REPO / ".cache" / "data" / "vtest.avi"
 FRAME_SIZE = (640, 480)  # the size camera drivers typically publish; > one UDP datagram
@@ -56,20 +57,19 @@ def video_frames(count: int, size: tuple[int, int] = FRAME_SIZE,
 @functools.lru_cache(maxsize=None)
 def tiny_yolos() -> Path:
     """A random-weight YOLOS detector saved like a Hugging Face checkpoint (fast on CPU); made
-    once per test session. Initial weights 10x the usual size make its boxes follow the input."""
-    import torch
+    once per test session. Initial weights 10x the usual size, and every parameter perturbed
+    (transformers zero-initialises detection tokens and position embeddings, which would make
+    all detections identical), so its boxes differ from each other and follow the input."""
     from transformers import YolosConfig, YolosForObjectDetection
 
     folder = Path(tempfile.mkdtemp(prefix="ep_tiny_yolos_"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    torch.manual_seed(0)
     config = YolosConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=64, image_size=[64, 96], patch_size=16,
                          num_detection_tokens=10, num_labels=3, initializer_range=0.2,
                          id2label={0: "person", 1: "car", 2: "dog"},
                          label2id={"person": 0, "car": 1, "dog": 2})
-    YolosForObjectDetection(config).save_pretrained(folder)
-    return folder
+    return perturb_and_save(YolosForObjectDetection(config).eval(), folder, scale=0.2)
 
 
 def image_msg(frame: np.ndarray, index: int, frame_id: str = "camera") -> Image:

@@ -19,6 +19,10 @@ def _ours(model, pixels):
         return model.encode(pixels, FlopCounter())[0]
 
 
+def _cosine_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(1 - torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
+
+
 @pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("size", [(56, 56), (42, 70), (112, 154)])  # native grid, interpolated, non-square
 def test_dense_equals_transformers(tiny_dinov2_dir, size):
@@ -85,8 +89,11 @@ def test_real_backbone_equals_transformers_and_eventful_on_real_frames(vtest_fra
         approx = model(frame, cheap, budget=0.1)
         assert dense.features.shape == (1377, 384) and dense.grid == (32, 43)
         assert (full.features - dense.features).abs().max() <= 1e-4
-    cosine = torch.nn.functional.cosine_similarity(approx.features, dense.features, dim=-1).mean()
-    assert 0.98 < cosine < 1.0
+    # Measured against the stale baseline: a stream that never updated would have frame 0's
+    # features (1 - cosine 0.0125 here); budget 0.1 measured 0.0018. Partial budgets are checked
+    # exactly against a re-implementation of the paper in test_eventful_reference.py.
+    stale = model.dense(vtest_frames[0]).features
+    assert _cosine_gap(approx.features, dense.features) < 0.3 * _cosine_gap(stale, dense.features)
     assert approx.usage.gflops < 0.35 * dense.usage.gflops_dense
     n, d = 1377, 384  # closed form, 1 multiply-add = 1 FLOP: 47.02 GFLOPs per dense frame
     macs = 12 * (4 * n * d * d + 2 * n * n * d + 2 * n * d * 4 * d) + (n - 1) * 3 * 14 * 14 * d
