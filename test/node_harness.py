@@ -224,23 +224,33 @@ def _parameter_value(value: Any) -> ParameterValue:
     return ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(value))
 
 
-def camera_main(namespace: str, count: int, period_s: float) -> None:
-    """A best-effort (sensor-data QoS) 640x480 camera in its own process: waits for one
-    subscriber, publishes `count` real frames every `period_s`, then exits."""
+def camera_main(namespace: str, count: int, period_s: float, width: int, height: int) -> None:
+    """A best-effort (sensor-data QoS) camera in its own process: waits until the detector's
+    diagnostics show it sees this publisher, publishes `count` real frames of `width` x
+    `height` every `period_s`, then exits."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import qos_profile_sensor_data
 
     rclpy.init()
     node = Node("camera", namespace=namespace)
     publisher = node.create_publisher(Image, "image_raw", qos_profile_sensor_data)
-    while publisher.get_subscription_count() == 0:
-        time.sleep(0.05)
-    time.sleep(0.5)  # let the subscriber's side of the match settle too
-    for i, frame in enumerate(video_frames(count)):
+    seen: list[bool] = []
+
+    def on_diagnostics(array: DiagnosticArray) -> None:
+        for status in array.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if (status.hardware_id == f"{namespace}/eventful_detector"
+                    and values.get("image publishers", "0") != "0"):
+                seen.append(True)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    while not seen:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    for i, frame in enumerate(video_frames(count, (width, height))):
         publisher.publish(image_msg(frame, i))
-        time.sleep(period_s)
+        time.sleep(period_s)  # the camera's frame rate
     node.destroy_node()
     rclpy.try_shutdown()
 
 
 if __name__ == "__main__":
-    camera_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]))
+    camera_main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -33,16 +34,15 @@ class Battery:
 
 class CpuLoad:
     """CPU load 0-1 from the `cpu_load` topic, or, while it is silent, the load of this machine's
-    other processes measured with psutil."""
+    other processes measured with psutil (or by `sample`, which returns the machine's load and
+    this process's share of it, both 0-1, since its previous call)."""
 
-    def __init__(self, timeout_s: float = CPU_TOPIC_TIMEOUT_S) -> None:
+    def __init__(self, timeout_s: float = CPU_TOPIC_TIMEOUT_S,
+                 sample: Callable[[], tuple[float, float]] | None = None) -> None:
         self._timeout_s = timeout_s
         self._reported: float | None = None
         self._reported_at = -math.inf
-        self._process = psutil.Process()
-        # The first calls only start the measurements.
-        psutil.cpu_percent(interval=None)
-        self._process.cpu_percent(interval=None)
+        self._sample = sample or _psutil_sampler()
         self._measured: float | None = None
 
     def report(self, load: float, now: float) -> None:
@@ -55,8 +55,7 @@ class CpuLoad:
         The detector's own work is left out: counting it would make the budget chase its own
         load (a busy model lowers its budget, which frees the CPU, which raises it again).
         """
-        machine = psutil.cpu_percent(interval=None) / 100.0
-        own = self._process.cpu_percent(interval=None) / 100.0 / (psutil.cpu_count() or 1)
+        machine, own = self._sample()
         self._measured = min(max(machine - own, 0.0), 1.0)
 
     def current(self, now: float) -> tuple[float | None, str]:
@@ -64,3 +63,16 @@ class CpuLoad:
         if self._reported is not None and now - self._reported_at <= self._timeout_s:
             return self._reported, "topic"
         return self._measured, "psutil"
+
+
+def _psutil_sampler() -> Callable[[], tuple[float, float]]:
+    process = psutil.Process()
+    # The first calls only start the measurements.
+    psutil.cpu_percent(interval=None)
+    process.cpu_percent(interval=None)
+
+    def sample() -> tuple[float, float]:
+        machine = psutil.cpu_percent(interval=None) / 100.0
+        own = process.cpu_percent(interval=None) / 100.0 / (psutil.cpu_count() or 1)
+        return machine, own
+    return sample
