@@ -56,6 +56,8 @@ def add_parser(subparsers: Any) -> None:
     record.add_argument("--topics", nargs="*", help="default: every detections, compute_usage, "
                         "label_info and /diagnostics topic found")
     record.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    record.add_argument("--count", type=int, default=0,
+                        help="stop once every topic has this many messages; 0 = no limit")
     record.set_defaults(func=_record_command)
 
 
@@ -78,7 +80,7 @@ def _replay_command(args: argparse.Namespace) -> int:
 def _record_command(args: argparse.Namespace) -> int:
     from eventful_perception.ros.bag_recorder import record  # needs rclpy: only for this command
 
-    counts = record(args.bag, topics=args.topics, duration=args.duration)
+    counts = record(args.bag, topics=args.topics, duration=args.duration, count=args.count)
     print(", ".join(f"{topic}: {n}" for topic, n in counts.items()) or "nothing recorded")
     return 0
 

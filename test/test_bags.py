@@ -1,7 +1,6 @@
 """Bag tools: make-bag from real video, replay through rclpy into the node, record its outputs;
 the replayed detections equal `eventful-perception detect` on the same video."""
 import json
-import time
 
 import cv2
 import numpy as np
@@ -85,7 +84,8 @@ def test_replayed_bag_gives_the_same_detections_as_detect(excerpt, tmp_path):
     peer = Peer()
     seen = peer.collect(Detection2DArray, "detections")
     recorder = start(["-m", "eventful_perception.cli", "record", str(outputs), "--topics",
-                      f"{NAMESPACE}/detections", f"{NAMESPACE}/compute_usage"])
+                      f"{NAMESPACE}/detections", f"{NAMESPACE}/compute_usage",
+                      "--count", str(FRAMES)])
     try:
         peer.spin_until(lambda: recorder_subscribed(peer), 60.0, "the recorder", node)
         # Slow enough for the tiny model on a busy 2-core machine never to drop a frame.
@@ -95,7 +95,8 @@ def test_replayed_bag_gives_the_same_detections_as_detect(excerpt, tmp_path):
         code, out = stop(player)
         assert code == 0, out
         peer.spin_until(lambda: len(seen) == FRAMES, 60.0, "detections of every frame", node)
-        time.sleep(1.0)  # the recorder's copy of the last message
+        peer.spin_until(lambda: recorder.poll() is not None, 60.0,
+                        f"the recorder to have {FRAMES} messages per topic", node)
     finally:
         peer.close()
         node_log = node.assert_clean_exit()

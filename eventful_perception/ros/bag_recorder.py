@@ -52,13 +52,20 @@ class BagRecorderNode(Node):
                 qos.subscription_qos("auto", publishers, depth=100), raw=True)
             self.get_logger().info(f"recording {topic} ({msgtype})")
 
+    def recorded(self, count: int) -> bool:
+        """True once every wanted topic (or, without a list, every one found) has `count` messages."""
+        topics = self._topics or set(self.counts)
+        return bool(topics) and all(self.counts.get(topic, 0) >= count for topic in topics)
+
     def _write(self, connection: Any, raw: bytes) -> None:
         self._writer.write(connection, self.get_clock().now().nanoseconds, raw)
         self.counts[connection.topic] += 1
 
 
-def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0) -> dict[str, int]:
-    """Record until Ctrl-C (or for `duration` seconds); return messages written per topic."""
+def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0,
+           count: int = 0) -> dict[str, int]:
+    """Record until Ctrl-C, for `duration` seconds, or until every topic has `count` messages;
+    return messages written per topic."""
     rclpy.init()
     writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
     writer.open()
@@ -68,7 +75,7 @@ def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         deadline = time.monotonic() + duration if duration > 0 else float("inf")
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (count and node.recorded(count)):
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
