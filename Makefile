@@ -11,8 +11,8 @@ CMAKE_ARGS := -DCMAKE_INSTALL_PREFIX=$(VENV) -DCMAKE_PREFIX_PATH=$(VENV) \
 
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
-# Assets (videos, default backbone) are cached inside the clone, so CI caches nothing outside it.
-export EVENTFUL_PERCEPTION_CACHE ?= $(CURDIR)/.cache
+# Assets (videos, default backbone) go to the clone's .cache/ (eventful_perception.assets.cache_dir),
+# so CI caches nothing outside the clone.
 # Tests and the demo keep DDS traffic on this machine.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 # A per-run DDS domain, so parallel runs on one machine never see each other.

@@ -73,9 +73,26 @@ ONNX_BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 
 
 def cache_dir() -> Path:
-    """Root of downloaded assets: `$EVENTFUL_PERCEPTION_CACHE`, else `~/.cache/eventful_perception`."""
+    """Root of downloaded assets, the first of:
+
+    1. `$EVENTFUL_PERCEPTION_CACHE`;
+    2. `<clone>/.cache` when this package runs from a source clone, or from a virtual
+       environment inside one (the dev set-up's `.venv/`), so CI and developers never write
+       outside the clone;
+    3. `~/.cache/eventful_perception` (a robot install).
+    """
     env = os.environ.get("EVENTFUL_PERCEPTION_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "eventful_perception"
+    if env:
+        return Path(env)
+    for root in (Path(__file__).resolve().parents[1], Path(sys.prefix).resolve().parent):
+        if _is_clone(root):
+            return root / ".cache"
+    return Path.home() / ".cache" / "eventful_perception"
+
+
+def _is_clone(root: Path) -> bool:
+    package_xml = root / "package.xml"
+    return package_xml.is_file() and "<name>eventful_perception</name>" in package_xml.read_text()
 
 
 def video_path(name: str) -> Path:

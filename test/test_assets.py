@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from eventful_perception import assets
+from ros_helpers import REPO
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,29 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path):
     assert assets.cache_dir() == tmp_path
     assert assets.video_path("vtest.avi") == tmp_path / "data" / "vtest.avi"
     assert assets.default_backbone_dir().parent == tmp_path / "models"
-    monkeypatch.delenv("EVENTFUL_PERCEPTION_CACHE")
+
+
+def test_cache_dir_is_the_clones_then_the_users(monkeypatch, tmp_path):
+    monkeypatch.delenv("EVENTFUL_PERCEPTION_CACHE", raising=False)
+    assert assets.cache_dir() == REPO / ".cache"  # imported from this clone
+    # An install outside any clone, in an environment outside any clone: the user's cache.
+    installed = tmp_path / "site-packages" / "eventful_perception" / "assets.py"
+    monkeypatch.setattr(assets, "__file__", str(installed))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "usr"))
     assert assets.cache_dir() == Path.home() / ".cache" / "eventful_perception"
+    # The same install inside the clone's virtual environment (`make setup`): the clone's.
+    monkeypatch.setattr(sys, "prefix", str(REPO / ".venv"))
+    assert assets.cache_dir() == REPO / ".cache"
+
+
+def test_default_model_loads_in_a_clean_shell_outside_the_clone(backbone, tmp_path):
+    """No PYTHONPATH, no EVENTFUL_PERCEPTION_CACHE, another working directory: the venv's
+    installed package finds the clone's assets (what the README's library snippet does)."""
+    code = "import eventful_perception as ep; print(ep.__file__, ep.load_model('default').labels)"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "EVENTFUL_PERCEPTION_CACHE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path, env=env).stdout
+    assert "site-packages" in out and "person" in out, out
 
 
 def test_unknown_video_name_is_rejected():
@@ -119,12 +141,3 @@ def test_backbone_equals_onnxruntime_on_real_frame(backbone, onnx_model, vtest_f
     assert np.abs(features - reference[0]).max() <= 1e-4
 
 
-def test_default_model_loads_within_10_seconds(backbone):
-    code = ("import time; start = time.perf_counter(); import eventful_perception as ep; "
-            "model = ep.load_model('default'); print(time.perf_counter() - start, model.labels)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, PYTHONPATH=str(Path(assets.__file__).parents[1]))).stdout
-    seconds, labels = out.split(maxsplit=1)
-    print(f"default model load: {float(seconds):.2f} s")
-    assert float(seconds) <= 10.0
-    assert "person" in labels
