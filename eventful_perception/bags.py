@@ -18,6 +18,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from eventful_perception import assets
 from eventful_perception.ros.conversions import image_to_rgb
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -30,7 +31,7 @@ BATTERY_PERIOD_S = 1.0
 def add_parser(subparsers: Any) -> None:
     """Register the `make-bag`, `replay` and `record` subcommands."""
     make = subparsers.add_parser("make-bag", help="write a video into a bag of sensor_msgs/Image")
-    make.add_argument("video", type=Path)
+    make.add_argument("video", help="video file, or a set-up video name such as vtest.avi")
     make.add_argument("bag", type=Path, help="output bag folder (must not exist)")
     make.add_argument("--topic", default="/image_raw")
     make.add_argument("--frame-id", default="camera")
@@ -62,7 +63,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _make_bag_command(args: argparse.Namespace) -> int:
-    frames = make_bag(args.video, args.bag, topic=args.topic, frame_id=args.frame_id,
+    frames = make_bag(assets.resolve_video(args.video), args.bag, topic=args.topic, frame_id=args.frame_id,
                       max_frames=args.max_frames, compressed=args.compressed,
                       battery_ramp=args.battery_ramp, battery_topic=args.battery_topic)
     print(f"wrote {frames} frames to {args.bag}")

@@ -39,15 +39,6 @@ def frame_record(index: int, result: Result) -> dict:
                       "gflops": round(float(usage.gflops), 4), "gflops_dense": round(float(usage.gflops_dense), 4)}}
 
 
-def resolve_video(name: str) -> Path:
-    """A video path, or the name of a set-up video (`vtest.avi`) found in the cache."""
-    path = Path(name)
-    if not path.is_file() and name in assets.VIDEOS | assets.EXTRA_VIDEOS:
-        path = assets.video_path(name)
-    if not path.is_file():
-        raise ValueError(f"video {name!r} not found (set-up videos need `eventful-perception setup`)")
-    return path
-
 
 def read_video(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
     """BGR frames (H, W, 3) of a video, at most `max_frames`."""
@@ -98,7 +89,7 @@ def _checked(args: argparse.Namespace) -> Path:
         raise ValueError(f"--budget must be in (0, 1], got {args.budget}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    return resolve_video(args.video)
+    return assets.resolve_video(args.video)
 
 
 def _detect_frames(model: EventfulViT, video: Path,
