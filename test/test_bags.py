@@ -89,7 +89,7 @@ def test_replayed_bag_gives_the_same_detections_as_detect(excerpt, tmp_path):
     try:
         peer.spin_until(lambda: recorder_subscribed(peer), 60.0, "the recorder", node)
         # Slow enough (2 s a frame) for the tiny model never to drop a frame, even on a 2-core
-        # machine at load 9 (at 1 s a frame it dropped one there).
+        # machine at load 9 (at 1 s a frame a run there missed a frame).
         player = start(["-m", "eventful_perception.cli", "replay", str(bag), "--rate", "0.05",
                         "--wait-for-subscribers", "1"])
         peer.spin_until(lambda: player.poll() is not None, 120.0, "the replay", node)
