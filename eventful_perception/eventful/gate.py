@@ -1,11 +1,12 @@
-"""Token gates and buffers. Both hold nothing: their tensors live in the stream's scope.
+"""Token gates and buffers. Both hold nothing: their tensors live in the stream's block state.
 
 A gate keeps a reference copy of its input tokens; each frame it measures every token's L2 error
 to the reference, asks the policy which tokens to update (tokens that are always computed are
 added), gathers those and writes them into the reference. A buffer keeps the full output of the
 token-wise operation that follows a gate and scatters the recomputed rows in. On the first frame
 of a stream (no reference yet) or when the policy picks every token, all tokens pass and the
-gate returns `index=None`.
+gate returns `index=None`. Neither hands out a tensor it keeps: a gate stores a copy of its
+first input, a buffer returns `x + output` as a new tensor.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .policy import Policy
-from .stream import Scope
+from .state import BufferState, GateState
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,15 @@ def scatter_rows_(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> t
 
 
 class TokenGate:
-    """Selects the tokens to recompute; its reference tensor is the scope's `<name>` entry."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """Selects the tokens to recompute, against the reference in a `GateState`."""
 
     def __call__(
-        self, scope: Scope, x: torch.Tensor, policy: Policy, layout: TokenLayout
+        self, state: GateState, x: torch.Tensor, policy: Policy, layout: TokenLayout
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Returns (index (B, M) or None for all tokens, the selected rows (B, M, D))."""
-        reference = scope.get(self.name)
+        reference = state.reference
         if reference is None:
-            scope.put(self.name, x.clone())
+            state.reference = x.clone()
             return None, x
         errors = torch.linalg.vector_norm(x - reference, dim=-1)  # (B, N)
         picks = policy(errors[:, layout.gated])  # (B, M') into layout.gated
@@ -73,16 +71,16 @@ def _covers_all(picks: torch.Tensor, n: int) -> bool:
 
 
 class TokenBuffer:
-    """Keeps the full output of a token-wise operation in the scope's `<name>` entry."""
+    """Keeps the full output of a token-wise operation in a `BufferState`."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __call__(self, scope: Scope, rows: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """Scatter `rows` (B, M, C) into the buffer at `index` (B, M); returns the full (B, N, C)."""
-        if index is None:
-            scope.put(self.name, rows)
-            return rows
-        buffer = scope.get(self.name)
-        assert buffer is not None, f"buffer {self.name!r} updated before a full frame"
-        return scatter_rows_(buffer, index, rows)
+    def add(self, state: BufferState, x: torch.Tensor, rows: torch.Tensor,
+            index: torch.Tensor | None) -> torch.Tensor:
+        """Scatter `rows` (B, M, C) into the buffer at `index` (B, M); return x + buffer (new tensor)."""
+        if state.values is None:
+            assert index is None, "buffer updated before a full frame"
+            state.values = rows.clone()
+        elif index is None:
+            state.values.copy_(rows)
+        else:
+            scatter_rows_(state.values, index, rows)
+        return x + state.values

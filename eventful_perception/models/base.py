@@ -121,18 +121,18 @@ class EventfulViT(nn.Module):
         if stream is not None:
             layout = TokenLayout.build(x.shape[1], self.always_computed(x.shape[1]), x.device)
             step = FrameStep(policy, layout, stream.config, counter)
+            states = stream.blocks(len(self.blocks))
         per_block = []
         for i, (block, offset) in enumerate(zip(self.blocks, self.layer_offsets(grid))):
             if stream is None:
                 x, updated = block.dense(x, counter), x.shape[1]
             else:
-                x, updated = block.step(x, stream.scope(f"block{i}"), step)
+                x, updated = block.step(x, states[i], step)
             per_block.append(updated)
             if offset is not None:
                 x = x + offset
         return self.final_norm(x), grid, per_block
 
-    @torch.no_grad()
     def forward(
         self,
         frame: np.ndarray,
@@ -153,30 +153,37 @@ class EventfulViT(nn.Module):
         full = stream.begin_frame(model_input.size)
         counter = FlopCounter()
         try:
-            tokens, grid, per_block = self.encode(model_input.pixels, counter, stream, policy)
+            with torch.inference_mode():
+                tokens, grid, per_block = self.encode(model_input.pixels, counter, stream, policy)
+                detections = self._detections(tokens, grid, model_input, counter, score_threshold)
         except BaseException:
             stream.reset()  # a half-updated state would corrupt every later frame
             raise
-        result = self._result(tokens, grid, per_block, model_input, counter, score_threshold,
-                              start, stream.frame_index, full)
+        result = self._result(tokens, per_block, detections, grid, model_input, counter, start,
+                              stream.frame_index, full)
         stream.end_frame()
         return result
 
-    @torch.no_grad()
     def dense(self, frame: np.ndarray, score_threshold: float | None = None) -> Result:
         """The plain (non-eventful) model on one frame; no state."""
         start = time.perf_counter()
         model_input = self.preprocess(frame)
         counter = FlopCounter()
-        tokens, grid, per_block = self.encode(model_input.pixels, counter)
-        return self._result(tokens, grid, per_block, model_input, counter, score_threshold, start, 0, True)
+        with torch.inference_mode():
+            tokens, grid, per_block = self.encode(model_input.pixels, counter)
+            detections = self._detections(tokens, grid, model_input, counter, score_threshold)
+        return self._result(tokens, per_block, detections, grid, model_input, counter, start, 0, True)
 
-    def _result(self, tokens, grid, per_block, model_input: ModelInput, counter: FlopCounter,
-                score_threshold: float | None, start: float, frame_index: int, full: bool) -> Result:
+    def _detections(self, tokens, grid, model_input: ModelInput, counter: FlopCounter,
+                    score_threshold: float | None) -> Detections | None:
         threshold = self.default_score_threshold if score_threshold is None else score_threshold
         detections = self.detect(tokens, grid, counter, threshold)
-        if detections is not None:
-            detections = detections.scaled(*model_input.scale)
+        return None if detections is None else detections.scaled(*model_input.scale)
+
+    @staticmethod
+    def _result(tokens, per_block, detections: Detections | None, grid, model_input: ModelInput,
+                counter: FlopCounter, start: float, frame_index: int, full: bool) -> Result:
+        # outside inference mode: the copy is an ordinary tensor the caller may modify
         features = tokens[0].to("cpu", copy=True)  # (N, D); also waits for an accelerator
         usage = Usage(
             tokens_updated=round(sum(per_block) / len(per_block)),
