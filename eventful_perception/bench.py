@@ -108,7 +108,7 @@ def _summary(track: _Track, dense_ms: list[float], dense_gflops: list[float],
         "gflops": round(gflops, 4),
         "flops_ratio": round(gflops_dense / gflops, 3),
         "map50_vs_dense": map50,
-        "feature_cosine": round(float(np.mean(track.cosine)), 5),
+        "feature_cosine": round(float(np.mean(track.cosine)), 6),
         "state_mb": round(track.state_bytes / 1e6, 1),
         "attention": attention,
     }
