@@ -32,14 +32,27 @@ class TokenLayout:
         return cls(mask.nonzero()[:, 0].to(device), (~mask).nonzero()[:, 0].to(device))
 
 
+def _flat_rows(index: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, M) token indices -> (B*M,) row indices into a (B*N, C) view."""
+    if index.shape[0] == 1:
+        return index[0]
+    offsets = torch.arange(0, index.shape[0] * n, n, device=index.device).unsqueeze(1)  # (B, 1)
+    return (index + offsets).flatten()
+
+
+# index_select / index_copy_ on a (B*N, C) view: 3-8x faster on a CPU than gather / scatter_
+# with an expanded (B, M, C) index (measured at N=1377, C=384, M=139).
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows `index` (B, M) of `x` (B, N, C) -> (B, M, C)."""
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    b, n, c = x.shape
+    return x.reshape(b * n, c).index_select(0, _flat_rows(index, n)).view(b, -1, c)
 
 
 def scatter_rows_(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Write `rows` (B, M, C) into rows `index` (B, M) of `x` (B, N, C) in place."""
-    return x.scatter_(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]), rows)
+    """Write `rows` (B, M, C) into rows `index` (B, M) of the contiguous `x` (B, N, C) in place."""
+    b, n, c = x.shape
+    x.view(b * n, c).index_copy_(0, _flat_rows(index, n), rows.reshape(-1, c))
+    return x
 
 
 class TokenGate:

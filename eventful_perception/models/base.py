@@ -46,6 +46,25 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
+class ParameterDerived:
+    """One tensor computed from a parameter (position embeddings resampled to a patch grid),
+    remembered across frames: recomputed when the grid, the parameter's storage or its in-place
+    version changes. Only in inference mode, so autograd never sees a remembered tensor."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    def __call__(self, parameter: torch.Tensor, grid: tuple[int, int],
+                 compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if not torch.is_inference_mode_enabled():
+            return compute()
+        key = (grid, parameter.data_ptr(), parameter._version, parameter.device, parameter.dtype)
+        if key != self._key:
+            self._key, self._value = key, compute()
+        return self._value
+
+
 def resolve_policy(budget: float, policy: Policy | None, threshold: float | None = None) -> Policy:
     """The policy for a frame: `policy` if given, else `Threshold(threshold)` if given, else the budget."""
     if policy is not None:
