@@ -12,6 +12,7 @@ mean cosine of the final backbone tokens, and the largest stream state in MB.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -50,9 +51,13 @@ class _Track:
 
 
 def bench(model: EventfulViT, frames: list[np.ndarray], budgets: list[float], config: StreamConfig,
-          warmup: int) -> list[dict]:
-    """One result dict per budget over `frames` (RGB uint8); the first `warmup` are not measured."""
-    tracks = [_Track(b, model.new_stream(config)) for b in budgets]
+          warmup: int, eventful: EventfulViT | None = None) -> list[dict]:
+    """One result dict per budget over `frames` (RGB uint8); the first `warmup` are not measured.
+
+    `eventful` (e.g. a bfloat16 copy) runs the streams instead of `model`, which is the reference.
+    """
+    eventful = eventful or model
+    tracks = [_Track(b, eventful.new_stream(config)) for b in budgets]
     dense_ms, dense_gflops, truths = [], [], []
     for i, frame in enumerate(tqdm(frames, desc="bench dense+eventful", unit="frame", file=sys.stderr)):
         dense, ms = _timed(lambda: model.dense(frame, score_threshold=_SCORE_FLOOR), model.device)
@@ -61,8 +66,8 @@ def bench(model: EventfulViT, frames: list[np.ndarray], budgets: list[float], co
             dense_gflops.append(dense.usage.gflops)
             truths.append(_truth(dense, model.default_score_threshold))
         for track in tracks:
-            result, ms = _timed(lambda: model(frame, track.stream, budget=track.budget,
-                                              score_threshold=_SCORE_FLOOR), model.device)
+            result, ms = _timed(lambda: eventful(frame, track.stream, budget=track.budget,
+                                                 score_threshold=_SCORE_FLOOR), model.device)
             if i >= warmup:
                 _record(track, result, dense, ms)
     return [_summary(t, dense_ms, dense_gflops, truths, config.attention) for t in tracks]
@@ -199,14 +204,15 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
+    eventful = None if args.dtype == "float32" else copy.deepcopy(model).to(getattr(torch, args.dtype))
     config = StreamConfig() if args.attention is None else StreamConfig(attention=args.attention)
-    results = bench(model, frames, budgets, config, args.warmup)
+    results = bench(model, frames, budgets, config, args.warmup, eventful)
     report = {"machine": machine(model.device), "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     tokens = model.dense(frames[0]).usage.tokens_total
     title = (f"{args.model} on {video.name}: {tokens} tokens, {args.frames} frames, pan {args.pan} px/frame, "
-             f"attention {config.attention}; {report['machine']['cpu']}, {torch.get_num_threads()} threads")
+             f"attention {config.attention}, {args.dtype}; {report['machine']['cpu']}, {torch.get_num_threads()} threads")
     _print_table(title, results)
     if args.plot:
         plot(results, title, Path(args.plot))
@@ -264,6 +270,8 @@ def add_parser(subparsers) -> None:
                         help='"default" or a Hugging Face checkpoint folder (default: %(default)s)')
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                        help="dtype of the eventful model; dense stays float32 as the reference (default: %(default)s)")
     parser.add_argument("--json", required=True, help="results file to write, e.g. bench.json")
     parser.add_argument("--plot", help="plot to write: speedup and mAP50 vs budget, e.g. bench.png")
     parser.set_defaults(func=run_bench)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from eventful_perception.eventful import attention as attention_module
+from eventful_perception.eventful import gate as gate_module
 from eventful_perception.eventful.attention import EventfulAttention
 from eventful_perception.eventful.counting import FlopCounter
 from eventful_perception.eventful.state import AttentionState
@@ -102,6 +103,7 @@ def _shuffled_scatter(x, index, rows):
 @pytest.mark.parametrize("wrong", [_stale_scatter, _shuffled_scatter])
 def test_the_bounds_reject_stale_and_shuffled_updates(mode, wrong, monkeypatch):
     monkeypatch.setattr(attention_module, "scatter_rows_", wrong)
+    monkeypatch.setattr(gate_module, "scatter_rows_", wrong)
     assert _max_error(mode) > 1e-2
 
 

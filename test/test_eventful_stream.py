@@ -162,3 +162,15 @@ def test_memory_bytes_is_the_closed_form_of_each_mode_and_stays_flat(model, vtes
     for frame in vtest_frames:
         model(frame, stream, budget=0.05)
         assert stream.memory_bytes() == expected
+
+
+def test_a_bfloat16_model_runs_streams_close_to_float32(tiny_dinov2_dir, vtest_frames, dense):
+    import copy
+
+    model16 = copy.deepcopy(load_model(tiny_dinov2_dir, short_side=SHORT_SIDE)).to(torch.bfloat16)
+    stream = model16.new_stream()
+    for frame, reference in zip(vtest_frames[:4], dense):
+        features = model16(frame, stream, budget=0.5).features
+        assert features.dtype == torch.float32
+        cosine = torch.nn.functional.cosine_similarity(features, reference, dim=-1)
+        assert 0.99 < float(cosine.min()) and float((features - reference).abs().max()) > 1e-4  # really bf16

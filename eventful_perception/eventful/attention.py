@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .counting import FlopCounter
-from .gate import scatter_rows_
+from .gate import buffer_rows, scatter_rows_
 from .state import AttentionState, SparseCache
 from .stream import StreamConfig
 
@@ -83,7 +83,7 @@ class EventfulAttention:
             state.sparse = None
         if mode == "sparse" and index is not None and state.sparse is not None:
             return self._sparse_update(state, qkv_rows, index, heads, config.cache_dtype, counter)
-        _buffer(state, qkv_rows, index)
+        state.qkv = buffer_rows(state.qkv, qkv_rows, index)
         q, k, v = split_heads(state.qkv, heads)  # each (B, H, N, dh)
         if mode == "sparse":
             return self._sparse_build(state, q, k, v, config.cache_dtype, counter)
@@ -114,7 +114,7 @@ class EventfulAttention:
         # the values the numerators were built from, before the buffer takes the new ones
         unique = [index[i].unique() for i in range(b)]  # sorted, as index_copy_ needs
         v_old = [_heads(state.qkv[i, rows, 2 * d3 // 3:], heads) for i, rows in enumerate(unique)]  # (H, M, dh)
-        _buffer(state, qkv_rows, index)
+        state.qkv = buffer_rows(state.qkv, qkv_rows, index)
         q, k, v = split_heads(state.qkv, heads)
         q = q * q.shape[-1] ** -0.5
         cache = state.sparse
@@ -163,14 +163,3 @@ class EventfulAttention:
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(M, D) -> (H, M, dh)."""
     return x.view(x.shape[0], heads, -1).transpose(0, 1)
-
-
-def _buffer(state: AttentionState, qkv_rows: torch.Tensor, index: torch.Tensor | None) -> None:
-    """Scatter the new q|k|v rows into the block's buffer (allocated on the first frame)."""
-    if state.qkv is None:
-        assert index is None, "attention updated before a full frame"
-        state.qkv = qkv_rows.clone()
-    elif index is None:
-        state.qkv.copy_(qkv_rows)
-    else:
-        scatter_rows_(state.qkv, index, qkv_rows)

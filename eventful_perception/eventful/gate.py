@@ -89,11 +89,15 @@ class TokenBuffer:
     def add(self, state: BufferState, x: torch.Tensor, rows: torch.Tensor,
             index: torch.Tensor | None) -> torch.Tensor:
         """Scatter `rows` (B, M, C) into the buffer at `index` (B, M); return x + buffer (new tensor)."""
-        if state.values is None:
-            assert index is None, "buffer updated before a full frame"
-            state.values = rows.clone()
-        elif index is None:
-            state.values.copy_(rows)
-        else:
-            scatter_rows_(state.values, index, rows)
+        state.values = buffer_rows(state.values, rows, index)
         return x + state.values
+
+
+def buffer_rows(buffer: torch.Tensor | None, rows: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Write `rows` into `buffer` at `index` (every row when None); the first write stores a copy."""
+    if buffer is None:
+        assert index is None, "buffer updated before a full frame"
+        return rows.clone()
+    if index is None:
+        return buffer.copy_(rows)
+    return scatter_rows_(buffer, index, rows)

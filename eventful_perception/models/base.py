@@ -119,6 +119,11 @@ class EventfulViT(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype; `model.to(torch.bfloat16)` runs frames in bfloat16."""
+        return next(self.parameters()).dtype
+
     def new_stream(self, config: StreamConfig | None = None, name: str = "") -> Stream:
         """A fresh stream (one per camera) holding all the state of the eventful computation."""
         return Stream(config, name)
@@ -126,7 +131,7 @@ class EventfulViT(nn.Module):
     def preprocess(self, frame: np.ndarray) -> ModelInput:
         """RGB uint8 frame (H, W, 3) -> normalised model input (see `models.preprocess`)."""
         return preprocess(frame, self.short_side, self.patch_size, self.max_long_side,
-                          self.device, self.mean, self.std)
+                          self.device, self.mean, self.std, self.dtype)
 
     def encode(
         self,
@@ -203,7 +208,7 @@ class EventfulViT(nn.Module):
     def _result(tokens, per_block, detections: Detections | None, grid, model_input: ModelInput,
                 counter: FlopCounter, start: float, frame_index: int, full: bool) -> Result:
         # outside inference mode: the copy is an ordinary tensor the caller may modify
-        features = tokens[0].to("cpu", copy=True)  # (N, D); also waits for an accelerator
+        features = tokens[0].to("cpu", torch.float32, copy=True)  # (N, D); also waits for an accelerator
         usage = Usage(
             tokens_updated=round(sum(per_block) / len(per_block)),
             tokens_total=tokens.shape[1],

@@ -259,4 +259,4 @@ class YolosForObjectDetection(EventfulViT):
         xyxy = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height,
                             (cx + w / 2) * width, (cy + h / 2) * height], dim=-1)  # (K, 4)
         labels = [self.config.labels[i] for i in classes[keep].tolist()]
-        return Detections(xyxy.cpu().numpy(), scores[keep].cpu().numpy(), labels)
+        return Detections(xyxy.float().cpu().numpy(), scores[keep].float().cpu().numpy(), labels)
