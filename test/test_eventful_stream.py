@@ -174,3 +174,15 @@ def test_a_bfloat16_model_runs_streams_close_to_float32(tiny_dinov2_dir, vtest_f
         assert features.dtype == torch.float32
         cosine = torch.nn.functional.cosine_similarity(features, reference, dim=-1)
         assert 0.99 < float(cosine.min()) and float((features - reference).abs().max()) > 1e-4  # really bf16
+
+
+def test_remembered_position_embeddings_follow_weight_changes(tiny_dinov2_dir, vtest_frames):
+    model = load_model(tiny_dinov2_dir, short_side=SHORT_SIDE)
+    before = model.dense(vtest_frames[0]).features
+    assert torch.equal(model.dense(vtest_frames[0]).features, before)  # remembered: same result
+    with torch.no_grad():
+        model.embeddings.position_embeddings.mul_(2.0)  # in place: a new version of the parameter
+    changed = model.dense(vtest_frames[0]).features
+    assert _max_error(changed, before) > 1e-2
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})  # new storage
+    assert torch.equal(model.dense(vtest_frames[0]).features, changed)

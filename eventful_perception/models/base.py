@@ -91,6 +91,8 @@ class EventfulViT(nn.Module):
     def _build_blocks(self, layer_ops: list[LayerOps]) -> None:
         # Plain list: the blocks only reference modules already registered under checkpoint names.
         self.blocks = [EventfulBlock(ops) for ops in layer_ops]
+        # built once per sequence length and device: no host-to-device copies in the frame loop
+        self._layouts: dict[tuple[int, torch.device], TokenLayout] = {}
 
     # Per-model parts ------------------------------------------------------------------------
     def embed(self, pixels: torch.Tensor, counter: FlopCounter) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -143,7 +145,10 @@ class EventfulViT(nn.Module):
         """Final tokens (B, N, D), grid and tokens updated per block; dense when `stream` is None."""
         x, grid = self.embed(pixels, counter)
         if stream is not None:
-            layout = TokenLayout.build(x.shape[1], self.always_computed(x.shape[1]), x.device)
+            key = (x.shape[1], x.device)
+            if key not in self._layouts:
+                self._layouts[key] = TokenLayout.build(x.shape[1], self.always_computed(x.shape[1]), x.device)
+            layout = self._layouts[key]
             step = FrameStep(policy, layout, stream.config, counter)
             states = stream.blocks(len(self.blocks))
         per_block = []
