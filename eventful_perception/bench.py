@@ -124,7 +124,8 @@ def machine(device: torch.device) -> dict:
     name = str(device)
     if device.type == "cuda":
         name += f" ({torch.cuda.get_device_name(device)})"
-    return {"cpu": _cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__, "device": name}
+    return {"cpu": _cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "device": name}
 
 
 def _cpu_model() -> str:
@@ -137,7 +138,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def read_frames(video: Path, start: int, count: int, size: tuple[int, int] | None, pan: int) -> list[np.ndarray]:
+def read_frames(video: Path, start: int, count: int, size: tuple[int, int] | None,
+                pan: int) -> list[np.ndarray]:
     """`count` RGB frames from frame `start`, resized to `size` (W, H); with `pan` > 0 a window of
     3/4 the width slides `pan` pixels per frame (turning back at the edges): a moving camera."""
     frames = []
@@ -212,7 +214,8 @@ def run_bench(args: argparse.Namespace) -> int:
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     tokens = model.dense(frames[0]).usage.tokens_total
     title = (f"{args.model} on {video.name}: {tokens} tokens, {args.frames} frames, pan {args.pan} px/frame, "
-             f"attention {config.attention}, {args.dtype}; {report['machine']['cpu']}, {torch.get_num_threads()} threads")
+             f"attention {config.attention}, {args.dtype}; {report['machine']['cpu']}, "
+             f"{torch.get_num_threads()} threads")
     _print_table(title, results)
     if args.plot:
         plot(results, title, Path(args.plot))
@@ -226,7 +229,8 @@ def _print_table(title: str, results: list[dict]) -> None:
     for r in results:
         map50 = "n/a" if r["map50_vs_dense"] is None else f"{r['map50_vs_dense']:.3f}"
         print(f"{r['budget']:6g} | {r['dense_ms']:8.1f} | {r['eventful_ms']:11.1f} | {r['speedup']:6.2f}x"
-              f" | {r['flops_ratio']:11.2f}x | {map50:>14} | {r['feature_cosine']:.5f} | {r['state_mb']:8.1f}")
+              f" | {r['flops_ratio']:11.2f}x | {map50:>14} | {r['feature_cosine']:.5f}"
+              f" | {r['state_mb']:8.1f}")
 
 
 def _checked(args: argparse.Namespace) -> tuple[list[float], tuple[int, int] | None, Path]:
@@ -258,20 +262,25 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--budgets", default="1.0,0.5,0.25,0.1",
                         help="comma-separated token budgets in (0, 1] (default: %(default)s)")
     parser.add_argument("--frames", type=int, default=30, help="measured frames (default: %(default)s)")
-    parser.add_argument("--start", type=int, default=0, help="first frame of the video (default: %(default)s)")
+    parser.add_argument("--start", type=int, default=0,
+                        help="first frame of the video (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2,
-                        help="frames run before measuring; a stream's first is a full update (default: %(default)s)")
+                        help="frames run before measuring; a stream's first is a full update "
+                             "(default: %(default)s)")
     parser.add_argument("--size", help="resize frames to WxH pixels first, e.g. 640x480 (default: as read)")
     parser.add_argument("--pan", type=int, default=0,
-                        help="moving camera: a 3/4-width window slides PX pixels per frame (default: 0, static)")
+                        help="moving camera: a 3/4-width window slides PX pixels per frame "
+                             "(default: 0, static)")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default=None,
                         help="StreamConfig.attention (default: the library default)")
     parser.add_argument("--model", default="default",
                         help='"default" or a Hugging Face checkpoint folder (default: %(default)s)')
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = torch's choice)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: 0 = torch's choice)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="(default: %(default)s)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
-                        help="dtype of the eventful model; dense stays float32 as the reference (default: %(default)s)")
+                        help="dtype of the eventful model; dense stays float32 as the reference "
+                             "(default: %(default)s)")
     parser.add_argument("--json", required=True, help="results file to write, e.g. bench.json")
     parser.add_argument("--plot", help="plot to write: speedup and mAP50 vs budget, e.g. bench.png")
     parser.set_defaults(func=run_bench)

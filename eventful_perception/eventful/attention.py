@@ -73,7 +73,10 @@ class EventfulAttention:
         config: StreamConfig,
         counter: FlopCounter,
     ) -> torch.Tensor:
-        """New q|k|v rows (B, M, 3D) of tokens `index` (B, M), or of all (None) -> output (B, N, D), a new tensor."""
+        """New q|k|v rows (B, M, 3D) of tokens `index` (B, M) or of all (None) -> output (B, N, D).
+
+        The output is a new tensor; the state keeps its own copies.
+        """
         n = qkv_rows.shape[1] if state.qkv is None else state.qkv.shape[1]
         mode = config.attention
         if mode == "auto":
@@ -97,7 +100,8 @@ class EventfulAttention:
         return out
 
     @staticmethod
-    def _sparse_build(state: AttentionState, q, k, v, dtype: torch.dtype, counter: FlopCounter) -> torch.Tensor:
+    def _sparse_build(state: AttentionState, q, k, v, dtype: torch.dtype,
+                      counter: FlopCounter) -> torch.Tensor:
         b, h, n, dh = q.shape
         counter.add(2 * b * h * n * n * dh, 2 * b * h * n * n * dh)
         logits = k @ (q * dh**-0.5).transpose(-1, -2)  # (B, H, N keys, N queries)
@@ -113,7 +117,8 @@ class EventfulAttention:
         b, n, d3 = state.qkv.shape
         # the values the numerators were built from, before the buffer takes the new ones
         unique = [index[i].unique() for i in range(b)]  # sorted, as index_copy_ needs
-        v_old = [_heads(state.qkv[i, rows, 2 * d3 // 3:], heads) for i, rows in enumerate(unique)]  # (H, M, dh)
+        v_old = [_heads(state.qkv[i, rows, 2 * d3 // 3:], heads)  # (H, M, dh)
+                 for i, rows in enumerate(unique)]
         state.qkv = buffer_rows(state.qkv, qkv_rows, index)
         q, k, v = split_heads(state.qkv, heads)
         q = q * q.shape[-1] ** -0.5

@@ -67,7 +67,8 @@ class EventfulBlock:
 
     def step(self, x: torch.Tensor, state: BlockState, step: FrameStep) -> tuple[torch.Tensor, int]:
         """Eventful block on x (B, N, D); returns the output and the tokens updated at q/k/v."""
-        ops, n, counter, policy, layout = self.ops, x.shape[0] * x.shape[1], step.counter, step.policy, step.layout
+        ops, n, counter = self.ops, x.shape[0] * x.shape[1], step.counter
+        policy, layout = step.policy, step.layout
         index, rows = self.gate(state.qkv_gate, ops.norm1(x), policy, layout)
         attended = self.attention(state.attention, self._qkv(rows, n, counter), index, ops.heads,
                                   step.config, counter)  # (B, N, D)
