@@ -179,6 +179,7 @@ def plot(results: list[dict], title: str, path: Path) -> None:
     speed.set(xscale="log", yscale="log", xlabel="token budget", ylabel="x faster than dense")
     fidelity.plot(budgets, [r["map50_vs_dense"] for r in results], "o-", label="mAP50 vs dense")
     fidelity.plot(budgets, [r["feature_cosine"] for r in results], "s--", label="feature cosine")
+    fidelity.axhline(0.99, color="gray", linestyle=":", label="0.99")
     fidelity.set(xscale="log", xlabel="token budget", ylabel="agreement with dense")
     for axis in (speed, fidelity):
         axis.set_xticks(budgets, [f"{b:g}" for b in budgets])
