@@ -30,7 +30,7 @@ endef
 help:
 	@echo "make demo   set up (first run only), then run the detector demo on a real video"
 	@echo "make test   set up (first run only), then run the whole test suite"
-	@echo "make bench  eventful vs dense on real frames in one process (ms/frame, speedups, GFLOPs)"
+	@echo "make bench  eventful vs dense on real frames in one process (speedup, GFLOPs, mAP50; out/bench/)"
 
 demo: setup
 	$(PY) -m eventful_perception.demo
@@ -39,7 +39,8 @@ test: setup
 	$(PY) -m pytest test
 
 bench: setup
-	$(PY) benchmarks/bench_core.py --frames 12 --budgets 1 0.5 0.25 0.1 0.05
+	$(PY) -m eventful_perception.cli bench vtest.avi --budgets 1.0,0.5,0.25,0.1 --frames 20 \
+	    --json out/bench/bench.json --plot out/bench/bench.png
 
 setup: build assets
 

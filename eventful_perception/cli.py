@@ -2,26 +2,22 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-# Each module exposes `add_parser(subparsers)`, which registers its subcommand(s) and sets
-# `func(args) -> int` as the handler.
-_COMMAND_MODULES = (
-    "eventful_perception.assets",
-    "eventful_perception.detect",
-    "eventful_perception.bags",
-)
+from eventful_perception import assets, bags, bench, detect
+
+# Each module's `add_parser(subparsers)` registers its subcommand(s) and sets `func(args) -> int`.
+_COMMAND_MODULES = (assets, detect, bags, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventful-perception",
-        description="Eventful Transformer object detection: set-up, offline detection, bag tools.",
+        description="Eventful Transformer object detection: set-up, offline detection, benchmarks, bag tools.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _COMMAND_MODULES:
-        importlib.import_module(module).add_parser(subparsers)
+        module.add_parser(subparsers)
     return parser
 
 

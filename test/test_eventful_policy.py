@@ -6,7 +6,7 @@ import torch
 
 from eventful_perception.eventful.gate import TokenBuffer, TokenGate, TokenLayout
 from eventful_perception.eventful.policy import BudgetFraction, Threshold, TopR
-from eventful_perception.eventful.stream import Stream
+from eventful_perception.eventful.state import BufferState, GateState
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -42,31 +42,34 @@ def test_policies_reject_bad_values(bad):
 
 
 def test_gate_passes_everything_first_then_selects_and_forces_always_tokens():
-    scope = Stream().scope("test")
+    gate_state, buffer_state = GateState(), BufferState()
     layout = TokenLayout.build(6, [0, 5], torch.device("cpu"))
-    gate, buffer = TokenGate("gate"), TokenBuffer("buffer")
+    gate, buffer = TokenGate(), TokenBuffer()
     x = torch.zeros(1, 6, 3)
-    index, rows = gate(scope, x, TopR(1), layout)
+    index, rows = gate(gate_state, x, TopR(1), layout)
     assert index is None and rows is x
-    assert torch.equal(buffer(scope, rows * 2, index), x * 2)
+    assert gate_state.reference is not x  # the gate keeps its own copy
+    assert torch.equal(buffer.add(buffer_state, x, rows + 2, index), x + 2)
 
     x2 = x.clone()
     x2[0, 3] = 1.0  # only token 3 changes
     x2[0, 2] = 0.1
-    index, rows = gate(scope, x2, TopR(1), layout)
+    index, rows = gate(gate_state, x2, TopR(1), layout)
     assert index.tolist() == [[0, 5, 3]]
     assert torch.equal(rows, x2[:, [0, 5, 3]])
-    assert torch.equal(scope.get("gate")[0, 3], x2[0, 3])  # reference updated ...
-    assert torch.equal(scope.get("gate")[0, 2], x[0, 2])  # ... only where selected
-    full = buffer(scope, torch.full((1, 3, 3), 7.0), index)
-    assert full[0, [0, 3, 5]].eq(7.0).all() and full[0, [1, 2, 4]].eq(0.0).all()
+    assert torch.equal(gate_state.reference[0, 3], x2[0, 3])  # reference updated ...
+    assert torch.equal(gate_state.reference[0, 2], x[0, 2])  # ... only where selected
+    full = buffer.add(buffer_state, x, torch.full((1, 3, 3), 7.0), index)
+    assert full[0, [0, 3, 5]].eq(7.0).all() and full[0, [1, 2, 4]].eq(2.0).all()
+    full.fill_(-1.0)  # the sum is a new tensor, not the buffer
+    assert buffer_state.values[0, [0, 3, 5]].eq(7.0).all()
 
 
 def test_gate_with_policy_selecting_all_returns_none():
-    scope = Stream().scope("test")
+    state = GateState()
     layout = TokenLayout.build(4, [0], torch.device("cpu"))
-    gate = TokenGate("gate")
-    gate(scope, torch.zeros(2, 4, 3), TopR(1), layout)
-    index, rows = gate(scope, torch.ones(2, 4, 3), BudgetFraction(1.0), layout)
+    gate = TokenGate()
+    gate(state, torch.zeros(2, 4, 3), TopR(1), layout)
+    index, rows = gate(state, torch.ones(2, 4, 3), BudgetFraction(1.0), layout)
     assert index is None
-    assert torch.equal(scope.get("gate"), torch.ones(2, 4, 3))
+    assert torch.equal(state.reference, torch.ones(2, 4, 3))

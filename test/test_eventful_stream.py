@@ -5,7 +5,7 @@ import torch
 
 from eventful_perception import load_model
 from eventful_perception.eventful.policy import TopR
-from eventful_perception.eventful.stream import StreamConfig
+from eventful_perception.eventful.stream import ATTENTION_MODES, StreamConfig
 
 SHORT_SIDE = 112  # 8x11 patches: real frames, small enough for a 2-core CI machine
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -30,7 +30,7 @@ def _run(model, frames, budgets, stream=None):
     return [model(frame, stream, budget=budget) for frame, budget in zip(frames, budgets)]
 
 
-@pytest.mark.parametrize("attention", ["auto", "sparse"])
+@pytest.mark.parametrize("attention", ATTENTION_MODES)
 def test_full_budget_equals_dense_at_every_frame(model, vtest_frames, dense, attention):
     stream = model.new_stream(StreamConfig(attention=attention))
     for frame, reference in zip(vtest_frames, dense):
@@ -148,3 +148,41 @@ def test_bad_stream_config_is_rejected():
                 dict(cache_dtype=torch.float16)):
         with pytest.raises(ValueError):
             StreamConfig(**bad)
+
+
+@pytest.mark.parametrize("attention", ATTENTION_MODES)
+def test_memory_bytes_is_the_closed_form_of_each_mode_and_stays_flat(model, vtest_frames, attention):
+    n, d, heads, blocks = 89, 32, 2, 3
+    sparse_cache = heads * n * n + n * d + 3 * heads * n  # exp-logits, numerator, den, den peak, row max
+    extra = {"query_rows": n * d, "dense": 0, "sparse": sparse_cache,
+             "auto": sparse_cache}[attention]  # auto: 5 of 89 tokens change, below the crossover
+    # three gate references (N x D), q|k|v (N x 3D), projection and MLP buffers, float32
+    expected = 4 * blocks * (8 * n * d + extra)
+    stream = model.new_stream(StreamConfig(attention=attention))
+    for frame in vtest_frames:
+        model(frame, stream, budget=0.05)
+        assert stream.memory_bytes() == expected
+
+
+def test_a_bfloat16_model_runs_streams_close_to_float32(tiny_dinov2_dir, vtest_frames, dense):
+    import copy
+
+    model16 = copy.deepcopy(load_model(tiny_dinov2_dir, short_side=SHORT_SIDE)).to(torch.bfloat16)
+    stream = model16.new_stream()
+    for frame, reference in zip(vtest_frames[:4], dense):
+        features = model16(frame, stream, budget=0.5).features
+        assert features.dtype == torch.float32
+        cosine = torch.nn.functional.cosine_similarity(features, reference, dim=-1)
+        assert 0.99 < float(cosine.min()) and float((features - reference).abs().max()) > 1e-4  # really bf16
+
+
+def test_remembered_position_embeddings_follow_weight_changes(tiny_dinov2_dir, vtest_frames):
+    model = load_model(tiny_dinov2_dir, short_side=SHORT_SIDE)
+    before = model.dense(vtest_frames[0]).features
+    assert torch.equal(model.dense(vtest_frames[0]).features, before)  # remembered: same result
+    with torch.no_grad():
+        model.embeddings.position_embeddings.mul_(2.0)  # in place: a new version of the parameter
+    changed = model.dense(vtest_frames[0]).features
+    assert _max_error(changed, before) > 1e-2
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})  # new storage
+    assert torch.equal(model.dense(vtest_frames[0]).features, changed)

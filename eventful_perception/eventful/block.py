@@ -2,9 +2,9 @@
 
 Pre-norm block: x + scale1(proj(attention(qkv(norm1(x))))), then + scale2(mlp(norm2(.))).
 Eventful version: a gate after norm1 selects tokens for q/k/v (buffered), the attention is
-updated sparsely from the changed tokens, a gate before the output projection and one after
-norm2 select the rows for the projection and the MLP; each buffer holds the full output, so the
-residual additions always add aligned (B, N, D) tensors.
+updated from the changed tokens (`StreamConfig.attention`), a gate before the output projection
+and one after norm2 select the rows for the projection and the MLP; each buffer holds the full
+output, so the residual additions always add aligned (B, N, D) tensors.
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .attention import SparseAttention, dense_attention, merge_heads, split_heads
+from .attention import EventfulAttention, dense_attention, merge_heads, split_heads
 from .counting import FlopCounter
 from .gate import TokenBuffer, TokenGate, TokenLayout
 from .policy import Policy
-from .stream import Scope, StreamConfig
+from .state import BlockState
+from .stream import StreamConfig
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,11 @@ class FrameStep:
 
 
 class EventfulBlock:
-    """Runs one ViT layer densely (`dense`) or eventfully on a stream's scope (`step`)."""
+    """Runs one ViT layer densely (`dense`) or eventfully on a stream's block state (`step`)."""
 
     def __init__(self, ops: LayerOps) -> None:
         self.ops = ops
-        self.qkv_gate, self.qkv_buffer = TokenGate("qkv_gate"), TokenBuffer("qkv")
-        self.attention = SparseAttention()
-        self.proj_gate, self.proj_buffer = TokenGate("proj_gate"), TokenBuffer("proj")
-        self.mlp_gate, self.mlp_buffer = TokenGate("mlp_gate"), TokenBuffer("mlp")
+        self.gate, self.buffer, self.attention = TokenGate(), TokenBuffer(), EventfulAttention()
 
     def dense(self, x: torch.Tensor, counter: FlopCounter) -> torch.Tensor:
         """The plain block on x (B, N, D)."""
@@ -67,17 +65,17 @@ class EventfulBlock:
         x = x + ops.scale1(counter.linear(ops.proj, attended, n))
         return x + self._mlp(ops.norm2(x), n, counter)
 
-    def step(self, x: torch.Tensor, scope: Scope, step: FrameStep) -> tuple[torch.Tensor, int]:
+    def step(self, x: torch.Tensor, state: BlockState, step: FrameStep) -> tuple[torch.Tensor, int]:
         """Eventful block on x (B, N, D); returns the output and the tokens updated at q/k/v."""
         ops, n, counter = self.ops, x.shape[0] * x.shape[1], step.counter
-        index, rows = self.qkv_gate(scope, ops.norm1(x), step.policy, step.layout)
-        qkv = self.qkv_buffer(scope, self._qkv(rows, n, counter), index)  # (B, N, 3D)
-        q, k, v = split_heads(qkv, ops.heads)
-        attended = merge_heads(self.attention(scope, q, k, v, index, step.config, counter))
-        proj_index, rows = self.proj_gate(scope, attended, step.policy, step.layout)
-        x = x + self.proj_buffer(scope, ops.scale1(counter.linear(ops.proj, rows, n)), proj_index)
-        mlp_index, rows = self.mlp_gate(scope, ops.norm2(x), step.policy, step.layout)
-        x = x + self.mlp_buffer(scope, self._mlp(rows, n, counter), mlp_index)
+        policy, layout = step.policy, step.layout
+        index, rows = self.gate(state.qkv_gate, ops.norm1(x), policy, layout)
+        attended = self.attention(state.attention, self._qkv(rows, n, counter), index, ops.heads,
+                                  step.config, counter)  # (B, N, D)
+        proj_index, rows = self.gate(state.proj_gate, attended, policy, layout)
+        x = self.buffer.add(state.proj, x, ops.scale1(counter.linear(ops.proj, rows, n)), proj_index)
+        mlp_index, rows = self.gate(state.mlp_gate, ops.norm2(x), policy, layout)
+        x = self.buffer.add(state.mlp, x, self._mlp(rows, n, counter), mlp_index)
         return x, x.shape[1] if index is None else index.shape[1]
 
     def _qkv(self, h: torch.Tensor, n: int, counter: FlopCounter) -> torch.Tensor:

@@ -1,11 +1,12 @@
-"""Token gates and buffers. Both hold nothing: their tensors live in the stream's scope.
+"""Token gates and buffers. Both hold nothing: their tensors live in the stream's block state.
 
 A gate keeps a reference copy of its input tokens; each frame it measures every token's L2 error
 to the reference, asks the policy which tokens to update (tokens that are always computed are
 added), gathers those and writes them into the reference. A buffer keeps the full output of the
 token-wise operation that follows a gate and scatters the recomputed rows in. On the first frame
 of a stream (no reference yet) or when the policy picks every token, all tokens pass and the
-gate returns `index=None`.
+gate returns `index=None`. Neither hands out a tensor it keeps: a gate stores a copy of its
+first input, a buffer returns `x + output` as a new tensor.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .policy import Policy
-from .stream import Scope
+from .state import BufferState, GateState
 
 
 @dataclass(frozen=True)
@@ -31,29 +32,39 @@ class TokenLayout:
         return cls(mask.nonzero()[:, 0].to(device), (~mask).nonzero()[:, 0].to(device))
 
 
+def _flat_rows(index: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, M) token indices -> (B*M,) row indices into a (B*N, C) view."""
+    if index.shape[0] == 1:
+        return index[0]
+    offsets = torch.arange(0, index.shape[0] * n, n, device=index.device).unsqueeze(1)  # (B, 1)
+    return (index + offsets).flatten()
+
+
+# index_select / index_copy_ on a (B*N, C) view: 3-8x faster on a CPU than gather / scatter_
+# with an expanded (B, M, C) index (measured at N=1377, C=384, M=139).
 def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Rows `index` (B, M) of `x` (B, N, C) -> (B, M, C)."""
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    b, n, c = x.shape
+    return x.reshape(b * n, c).index_select(0, _flat_rows(index, n)).view(b, -1, c)
 
 
 def scatter_rows_(x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Write `rows` (B, M, C) into rows `index` (B, M) of `x` (B, N, C) in place."""
-    return x.scatter_(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]), rows)
+    """Write `rows` (B, M, C) into rows `index` (B, M) of the contiguous `x` (B, N, C) in place."""
+    b, n, c = x.shape
+    x.view(b * n, c).index_copy_(0, _flat_rows(index, n), rows.reshape(-1, c))
+    return x
 
 
 class TokenGate:
-    """Selects the tokens to recompute; its reference tensor is the scope's `<name>` entry."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+    """Selects the tokens to recompute, against the reference in a `GateState`."""
 
     def __call__(
-        self, scope: Scope, x: torch.Tensor, policy: Policy, layout: TokenLayout
+        self, state: GateState, x: torch.Tensor, policy: Policy, layout: TokenLayout
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Returns (index (B, M) or None for all tokens, the selected rows (B, M, D))."""
-        reference = scope.get(self.name)
+        reference = state.reference
         if reference is None:
-            scope.put(self.name, x.clone())
+            state.reference = x.clone()
             return None, x
         errors = torch.linalg.vector_norm(x - reference, dim=-1)  # (B, N)
         picks = policy(errors[:, layout.gated])  # (B, M') into layout.gated
@@ -73,16 +84,20 @@ def _covers_all(picks: torch.Tensor, n: int) -> bool:
 
 
 class TokenBuffer:
-    """Keeps the full output of a token-wise operation in the scope's `<name>` entry."""
+    """Keeps the full output of a token-wise operation in a `BufferState`."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def add(self, state: BufferState, x: torch.Tensor, rows: torch.Tensor,
+            index: torch.Tensor | None) -> torch.Tensor:
+        """Scatter `rows` (B, M, C) into the buffer at `index` (B, M); return x + buffer (new tensor)."""
+        state.values = buffer_rows(state.values, rows, index)
+        return x + state.values
 
-    def __call__(self, scope: Scope, rows: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """Scatter `rows` (B, M, C) into the buffer at `index` (B, M); returns the full (B, N, C)."""
-        if index is None:
-            scope.put(self.name, rows)
-            return rows
-        buffer = scope.get(self.name)
-        assert buffer is not None, f"buffer {self.name!r} updated before a full frame"
-        return scatter_rows_(buffer, index, rows)
+
+def buffer_rows(buffer: torch.Tensor | None, rows: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Write `rows` into `buffer` at `index` (every row when None); the first write stores a copy."""
+    if buffer is None:
+        assert index is None, "buffer updated before a full frame"
+        return rows.clone()
+    if index is None:
+        return buffer.copy_(rows)
+    return scatter_rows_(buffer, index, rows)

@@ -1,14 +1,17 @@
-"""Per-camera state: every reference, buffer and attention cache of one video stream."""
+"""Per-camera state: every reference, buffer and attention state of one video stream."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-# Above this fraction of changed tokens torch's fused dense attention is faster: measured with
-# benchmarks/bench_core.py (DINOv2-S, 1377 tokens, 2-core CPU): equal at 15%, sparse 1.6x at 10%.
+from .state import BlockState
+
+# Attention "auto" uses the exact sparse update while at most this fraction of the tokens
+# changed and fused dense attention above it: measured with `eventful-perception bench`
+# (DINOv2-S, 1377 tokens, 2-core CPU): equal at 15%, sparse 1.6x faster at 10%.
 SPARSE_ATTENTION_MAX_FRACTION = 0.15
-_ATTENTION_MODES = ("auto", "sparse", "dense")
+ATTENTION_MODES = ("query_rows", "sparse", "dense", "auto")
 _CACHE_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -17,45 +20,40 @@ class StreamConfig:
     """How a stream trades accuracy, speed and memory.
 
     refresh_interval: recompute every token every K frames (0 = never; the library default).
-    attention: "auto" picks the sparse attention update while at most `sparse_max_fraction` of
-        the tokens changed and torch's fused dense attention otherwise; "sparse" / "dense" force one.
-    cache_dtype: dtype of the sparse attention's N x N cache of exp-logits (per block and head:
-        N^2 values, ~0.55 GB per stream in float32 for DINOv2-S at 1377 tokens); bfloat16 halves it
-        at ~3 significant digits of attention weights.
+    attention: how a block's attention follows the tokens its q/k/v gate selected. All modes
+        are exact at budget 1.0 and on a stream's first frame. Measured with `eventful-perception
+        bench` (default detector, vtest.avi, 1377 tokens, 1 CPU thread; README "Performance"):
+        "query_rows" (default): recompute the rows of the selected queries against every
+            buffered key and value (fused attention, 2*M*N*D), keep every other row's output
+            from its last update. An approximation beyond the paper: a query that was not
+            selected ignores other tokens' new keys/values until it is selected again. Fastest
+            at every budget (4.6x dense at budget 0.15, 6.0x at 0.1; mAP50 vs dense 0.992 and
+            0.976); state O(N*D) (~0.23 GB per stream).
+        "sparse": the paper's exact update (cached exp-logits, numerator and denominator per
+            block and head, updated by deltas from the changed rows and columns): equals dense
+            attention over the buffered q/k/v; state O(N^2) per head (~0.8 GB per stream).
+        "dense": fused dense attention over the buffered q/k/v (exact, N^2*D per frame, no
+            cache; ~0.2 GB per stream).
+        "auto": exact and the faster of the two exact modes per frame: "sparse" while at most
+            `sparse_max_fraction` of the tokens changed, "dense" above.
+    cache_dtype: dtype of the "sparse" mode's N x N cache of exp-logits; bfloat16 halves it at
+        ~3 significant digits of attention weights.
     """
 
     refresh_interval: int = 0
-    attention: str = "auto"
+    attention: str = "query_rows"
     sparse_max_fraction: float = SPARSE_ATTENTION_MAX_FRACTION
     cache_dtype: torch.dtype = torch.float32
 
     def __post_init__(self) -> None:
         if not isinstance(self.refresh_interval, int) or self.refresh_interval < 0:
             raise ValueError(f"refresh_interval must be an int >= 0, got {self.refresh_interval!r}")
-        if self.attention not in _ATTENTION_MODES:
-            raise ValueError(f"attention must be one of {_ATTENTION_MODES}, got {self.attention!r}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
         if not 0.0 <= self.sparse_max_fraction <= 1.0:
             raise ValueError(f"sparse_max_fraction must be in [0, 1], got {self.sparse_max_fraction!r}")
         if self.cache_dtype not in _CACHE_DTYPES:
             raise ValueError(f"cache_dtype must be one of {_CACHE_DTYPES}, got {self.cache_dtype!r}")
-
-
-class Scope:
-    """The slice of a stream's state that belongs to one module (keys prefixed by its name)."""
-
-    def __init__(self, state: dict[str, torch.Tensor], prefix: str) -> None:
-        self._state = state
-        self._prefix = prefix
-
-    def get(self, key: str) -> torch.Tensor | None:
-        return self._state.get(f"{self._prefix}.{key}")
-
-    def put(self, key: str, value: torch.Tensor) -> None:
-        self._state[f"{self._prefix}.{key}"] = value
-
-    def drop(self, *keys: str) -> None:
-        for key in keys:
-            self._state.pop(f"{self._prefix}.{key}", None)
 
 
 class Stream:
@@ -69,7 +67,7 @@ class Stream:
     def __init__(self, config: StreamConfig | None = None, name: str = "") -> None:
         self.config = config or StreamConfig()
         self.name = name
-        self._state: dict[str, torch.Tensor] = {}
+        self._blocks: list[BlockState] = []
         self._input_size: tuple[int, ...] | None = None
         self._frame_index = 0
         self._frames_since_reset = 0
@@ -86,16 +84,16 @@ class Stream:
 
     def reset(self) -> None:
         """Forget all state; the next frame recomputes every token."""
-        self._state.clear()
+        self._blocks = []
         self._frames_since_reset = 0
 
     def memory_bytes(self) -> int:
         """Bytes held by this stream's tensors."""
-        return sum(t.numel() * t.element_size() for t in self._state.values())
+        return sum(t.numel() * t.element_size() for _, t in self._named_tensors())
 
     def snapshot(self) -> dict[str, torch.Tensor]:
-        """Copies of every state tensor, for inspection."""
-        return {key: value.clone() for key, value in self._state.items()}
+        """Copies of every state tensor (`block<i>.<field>`), for inspection."""
+        return {name: tensor.clone() for name, tensor in self._named_tensors()}
 
     def begin_frame(self, input_size: tuple[int, ...]) -> bool:
         """Prepare for a frame of `input_size`; True when every token will be recomputed."""
@@ -103,12 +101,20 @@ class Stream:
         if input_size != self._input_size or (interval and self._frames_since_reset % interval == 0):
             self.reset()
         self._input_size = tuple(input_size)
-        return not self._state
+        return not self._blocks
 
     def end_frame(self) -> None:
         self._frame_index += 1
         self._frames_since_reset += 1
 
-    def scope(self, prefix: str) -> Scope:
-        """The state of the module named `prefix` (used by eventful blocks)."""
-        return Scope(self._state, prefix)
+    def blocks(self, count: int) -> list[BlockState]:
+        """The state of each of `count` blocks (created empty after a reset)."""
+        if not self._blocks:
+            self._blocks = [BlockState() for _ in range(count)]
+        assert len(self._blocks) == count, "a stream serves one model"
+        return self._blocks
+
+    def _named_tensors(self):
+        for i, block in enumerate(self._blocks):
+            for name, tensor in block.tensors():
+                yield f"block{i}.{name}", tensor

@@ -46,6 +46,25 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
 
+class ParameterDerived:
+    """One tensor computed from a parameter (position embeddings resampled to a patch grid),
+    remembered across frames: recomputed when the grid, the parameter's storage or its in-place
+    version changes. Only in inference mode, so autograd never sees a remembered tensor."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: torch.Tensor | None = None
+
+    def __call__(self, parameter: torch.Tensor, grid: tuple[int, int],
+                 compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if not torch.is_inference_mode_enabled():
+            return compute()
+        key = (grid, parameter.data_ptr(), parameter._version, parameter.device, parameter.dtype)
+        if key != self._key:
+            self._key, self._value = key, compute()
+        return self._value
+
+
 def resolve_policy(budget: float, policy: Policy | None, threshold: float | None = None) -> Policy:
     """The policy for a frame: `policy` if given, else `Threshold(threshold)` if given, else the budget."""
     if policy is not None:
@@ -72,6 +91,8 @@ class EventfulViT(nn.Module):
     def _build_blocks(self, layer_ops: list[LayerOps]) -> None:
         # Plain list: the blocks only reference modules already registered under checkpoint names.
         self.blocks = [EventfulBlock(ops) for ops in layer_ops]
+        # built once per sequence length and device: no host-to-device copies in the frame loop
+        self._layouts: dict[tuple[int, torch.device], TokenLayout] = {}
 
     # Per-model parts ------------------------------------------------------------------------
     def embed(self, pixels: torch.Tensor, counter: FlopCounter) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -100,6 +121,11 @@ class EventfulViT(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype; `model.to(torch.bfloat16)` runs frames in bfloat16."""
+        return next(self.parameters()).dtype
+
     def new_stream(self, config: StreamConfig | None = None, name: str = "") -> Stream:
         """A fresh stream (one per camera) holding all the state of the eventful computation."""
         return Stream(config, name)
@@ -107,7 +133,7 @@ class EventfulViT(nn.Module):
     def preprocess(self, frame: np.ndarray) -> ModelInput:
         """RGB uint8 frame (H, W, 3) -> normalised model input (see `models.preprocess`)."""
         return preprocess(frame, self.short_side, self.patch_size, self.max_long_side,
-                          self.device, self.mean, self.std)
+                          self.device, self.mean, self.std, self.dtype)
 
     def encode(
         self,
@@ -119,20 +145,23 @@ class EventfulViT(nn.Module):
         """Final tokens (B, N, D), grid and tokens updated per block; dense when `stream` is None."""
         x, grid = self.embed(pixels, counter)
         if stream is not None:
-            layout = TokenLayout.build(x.shape[1], self.always_computed(x.shape[1]), x.device)
+            key = (x.shape[1], x.device)
+            if key not in self._layouts:
+                self._layouts[key] = TokenLayout.build(x.shape[1], self.always_computed(x.shape[1]), x.device)
+            layout = self._layouts[key]
             step = FrameStep(policy, layout, stream.config, counter)
+            states = stream.blocks(len(self.blocks))
         per_block = []
         for i, (block, offset) in enumerate(zip(self.blocks, self.layer_offsets(grid))):
             if stream is None:
                 x, updated = block.dense(x, counter), x.shape[1]
             else:
-                x, updated = block.step(x, stream.scope(f"block{i}"), step)
+                x, updated = block.step(x, states[i], step)
             per_block.append(updated)
             if offset is not None:
                 x = x + offset
         return self.final_norm(x), grid, per_block
 
-    @torch.no_grad()
     def forward(
         self,
         frame: np.ndarray,
@@ -153,31 +182,38 @@ class EventfulViT(nn.Module):
         full = stream.begin_frame(model_input.size)
         counter = FlopCounter()
         try:
-            tokens, grid, per_block = self.encode(model_input.pixels, counter, stream, policy)
+            with torch.inference_mode():
+                tokens, grid, per_block = self.encode(model_input.pixels, counter, stream, policy)
+                detections = self._detections(tokens, grid, model_input, counter, score_threshold)
         except BaseException:
             stream.reset()  # a half-updated state would corrupt every later frame
             raise
-        result = self._result(tokens, grid, per_block, model_input, counter, score_threshold,
-                              start, stream.frame_index, full)
+        result = self._result(tokens, per_block, detections, grid, model_input, counter, start,
+                              stream.frame_index, full)
         stream.end_frame()
         return result
 
-    @torch.no_grad()
     def dense(self, frame: np.ndarray, score_threshold: float | None = None) -> Result:
         """The plain (non-eventful) model on one frame; no state."""
         start = time.perf_counter()
         model_input = self.preprocess(frame)
         counter = FlopCounter()
-        tokens, grid, per_block = self.encode(model_input.pixels, counter)
-        return self._result(tokens, grid, per_block, model_input, counter, score_threshold, start, 0, True)
+        with torch.inference_mode():
+            tokens, grid, per_block = self.encode(model_input.pixels, counter)
+            detections = self._detections(tokens, grid, model_input, counter, score_threshold)
+        return self._result(tokens, per_block, detections, grid, model_input, counter, start, 0, True)
 
-    def _result(self, tokens, grid, per_block, model_input: ModelInput, counter: FlopCounter,
-                score_threshold: float | None, start: float, frame_index: int, full: bool) -> Result:
+    def _detections(self, tokens, grid, model_input: ModelInput, counter: FlopCounter,
+                    score_threshold: float | None) -> Detections | None:
         threshold = self.default_score_threshold if score_threshold is None else score_threshold
         detections = self.detect(tokens, grid, counter, threshold)
-        if detections is not None:
-            detections = detections.scaled(*model_input.scale)
-        features = tokens[0].to("cpu", copy=True)  # (N, D); also waits for an accelerator
+        return None if detections is None else detections.scaled(*model_input.scale)
+
+    @staticmethod
+    def _result(tokens, per_block, detections: Detections | None, grid, model_input: ModelInput,
+                counter: FlopCounter, start: float, frame_index: int, full: bool) -> Result:
+        # outside inference mode: the copy is an ordinary tensor the caller may modify
+        features = tokens[0].to("cpu", torch.float32, copy=True)  # (N, D); also waits for an accelerator
         usage = Usage(
             tokens_updated=round(sum(per_block) / len(per_block)),
             tokens_total=tokens.shape[1],

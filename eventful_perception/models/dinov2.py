@@ -14,7 +14,7 @@ from torch import nn
 
 from ..eventful.block import LayerOps
 from ..eventful.counting import FlopCounter
-from .base import EventfulViT, activation, config_from_dict
+from .base import EventfulViT, ParameterDerived, activation, config_from_dict
 from .results import Detections
 
 # The short side DINOv2 frames are resized to: a 768x576 frame gives 32x43 = 1376 patches, the
@@ -80,6 +80,7 @@ class Embeddings(nn.Module):
             self.mask_token = nn.Parameter(torch.zeros(1, d))  # pretraining only, kept for strict loading
         self.patch_embeddings = PatchEmbeddings(config)
         self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + grid * grid, d))
+        self._positions = ParameterDerived()  # the bicubic resampling costs ~2% of a cheap frame
 
     def forward(self, pixels: torch.Tensor, counter: FlopCounter) -> tuple[torch.Tensor, tuple[int, int]]:
         patches = counter.conv2d(self.patch_embeddings.projection, pixels)  # (B, D, h, w)
@@ -87,7 +88,8 @@ class Embeddings(nn.Module):
         patches = patches.flatten(2).transpose(1, 2)  # (B, h*w, D)
         cls = self.cls_token.expand(patches.shape[0], -1, -1)  # (B, 1, D)
         tokens = torch.cat([cls, patches], dim=1)  # (B, 1 + h*w, D)
-        return tokens + self.interpolate_positions(grid), grid
+        positions = self._positions(self.position_embeddings, grid, lambda: self.interpolate_positions(grid))
+        return tokens + positions, grid
 
     def interpolate_positions(self, grid: tuple[int, int]) -> torch.Tensor:
         """Position embeddings (1, 1 + h*w, D) for a patch grid (h, w), bicubic in float32."""

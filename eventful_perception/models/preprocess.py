@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ModelInput:
-    """A preprocessed frame: `pixels` (1, 3, H, W) float32 and how it maps to the original."""
+    """A preprocessed frame: `pixels` (1, 3, H, W) in the model's dtype and how it maps to the original."""
 
     pixels: torch.Tensor
     scale: tuple[float, float]
@@ -71,8 +71,10 @@ def preprocess(
     device: torch.device | str = "cpu",
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
+    dtype: torch.dtype = torch.float32,
 ) -> ModelInput:
-    """Turn an RGB uint8 frame (H, W, 3) into a normalised (1, 3, H', W') float32 tensor."""
+    """Turn an RGB uint8 frame (H, W, 3) into a normalised (1, 3, H', W') tensor (normalised in
+    float32, then cast to `dtype`)."""
     check_frame(frame)
     height, width = frame.shape[:2]
     new_h, new_w = input_size(height, width, short_side, patch_size, max_long_side)
@@ -85,5 +87,5 @@ def preprocess(
     pixels = pixels.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (1, 3, H', W')
     mean_t = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=pixels.device).view(1, 3, 1, 1)
-    pixels = (pixels - mean_t) / std_t
+    pixels = ((pixels - mean_t) / std_t).to(dtype)
     return ModelInput(pixels, (width / new_w, height / new_h), (height, width))

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..eventful.block import LayerOps
 from ..eventful.counting import FlopCounter
-from .base import EventfulViT, activation, config_from_dict
+from .base import EventfulViT, ParameterDerived, activation, config_from_dict
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .results import Detections
 
@@ -121,6 +121,7 @@ class Embeddings(nn.Module):
         self.detection_tokens = nn.Parameter(torch.zeros(1, t, d))
         self.patch_embeddings = PatchEmbeddings(config)
         self.position_embeddings = nn.Parameter(torch.zeros(1, 1 + patches + t, d))
+        self._positions = ParameterDerived()
 
     def forward(self, pixels: torch.Tensor, counter: FlopCounter) -> tuple[torch.Tensor, tuple[int, int]]:
         patches = counter.conv2d(self.patch_embeddings.projection, pixels)  # (B, D, h, w)
@@ -129,7 +130,9 @@ class Embeddings(nn.Module):
         b = patches.shape[0]
         cls, det = self.cls_token.expand(b, -1, -1), self.detection_tokens.expand(b, -1, -1)
         tokens = torch.cat([cls, patches, det], dim=1)  # (B, 1 + h*w + T, D)
-        return tokens + _interpolate_patches(self.position_embeddings, self.config, grid), grid
+        table = self.position_embeddings
+        positions = self._positions(table, grid, lambda: _interpolate_patches(table, self.config, grid))
+        return tokens + positions, grid
 
 
 class SelfAttention(nn.Module):
@@ -218,6 +221,7 @@ class YolosForObjectDetection(EventfulViT):
         self.class_labels_classifier = MlpHead(config.hidden_size, len(config.labels) + 1)
         self.bbox_predictor = MlpHead(config.hidden_size, 4)
         self._build_blocks([layer.ops(config) for layer in self.vit.encoder.layer])
+        self._mid_positions = ParameterDerived()  # 11 bicubic resamplings per frame otherwise
 
     @property
     def labels(self) -> list[str]:
@@ -234,8 +238,8 @@ class YolosForObjectDetection(EventfulViT):
         if not self.config.use_mid_position_embeddings:
             return [None] * len(self.blocks)
         table = self.vit.encoder.mid_position_embeddings  # (L-1, 1, S, D)
-        mid = _interpolate_patches(table[:, 0], self.config, grid)  # (L-1, S', D)
-        return [*mid.unsqueeze(1), None]
+        mid = self._mid_positions(table, grid, lambda: _interpolate_patches(table[:, 0], self.config, grid))
+        return [*mid.unsqueeze(1), None]  # each (1, S', D)
 
     def final_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.vit.layernorm(x)
@@ -255,4 +259,4 @@ class YolosForObjectDetection(EventfulViT):
         xyxy = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height,
                             (cx + w / 2) * width, (cy + h / 2) * height], dim=-1)  # (K, 4)
         labels = [self.config.labels[i] for i in classes[keep].tolist()]
-        return Detections(xyxy.cpu().numpy(), scores[keep].cpu().numpy(), labels)
+        return Detections(xyxy.float().cpu().numpy(), scores[keep].float().cpu().numpy(), labels)

@@ -16,6 +16,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import BatteryState
 from std_msgs.msg import Float32
+import torch
 
 import eventful_perception
 from eventful_perception.ros.camera import Camera
@@ -36,7 +37,10 @@ class EventfulDetectorNode(Node):
         self._settings = Settings.from_values(self._values())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         settings = self._settings
-        self.get_logger().info(f"loading model {settings.model!r} on {settings.device}")
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.get_logger().info(f"loading model {settings.model!r} on {settings.device}, "
+                               f"{torch.get_num_threads()} CPU threads")
         self._model = eventful_perception.load_model(settings.model, settings.device,
                                                      short_side=settings.short_side or None)
         self._wake_event, self._stop = threading.Event(), threading.Event()

@@ -54,6 +54,9 @@ TABLE: tuple[Spec, ...] = (
     Spec("short_side", 0, "frames are resized so their short side has this many pixels before "
          "the model (fewer tokens: faster, less accurate); 0 = the model's default",
          read_only=True, bounds=(0, 4096)),
+    Spec("threads", 0, "torch CPU threads for inference, set at start (on a small CPU, fewer "
+         "threads than cores leave room for the camera driver); 0 = torch's default",
+         read_only=True, bounds=(0, 256)),
     Spec("cameras", [""], "camera names; each gets its own stateful stream and topics "
          "<camera>/image_raw -> <camera>/detections ... ('' = no prefix)", read_only=True),
     Spec("transport", "raw", "raw: subscribe to image_raw (sensor_msgs/Image); compressed: "
@@ -98,6 +101,7 @@ class Settings:
     model: str
     device: str
     short_side: int
+    threads: int
     cameras: tuple[str, ...]
     transport: str
     image_qos: str
