@@ -44,7 +44,7 @@ def three_cameras():
             peer.wait_for_reliable_match(f"{cam}/image_raw", process)
         for i in range(FRAMES):
             for k, cam in enumerate(inputs):
-                msg = image_msg(inputs[cam][i], 10 * i + k, frame_id=f"{cam}_optical")
+                msg = image_msg(inputs[cam][i], 3 * i + k, frame_id=f"{cam}_optical")
                 sent[cam].append(msg)
                 peer.send_and_wait(publishers[cam], msg, detections[cam], process)
         peer.spin_until(lambda: all(len(usage[c]) == FRAMES for c in inputs) and label_info,
