@@ -109,8 +109,16 @@ class CameraPipeline:
             self._log("info", reason, f"stream reset: {reason}")
 
     def _log(self, level: str, reason: str, text: str) -> None:
-        if self._throttle.allow(reason, time.monotonic()):
-            getattr(self._node.get_logger(), level)(f"{self._topic}: {text}")
+        if not self._throttle.allow(reason, time.monotonic()):
+            return
+        # rclpy refuses one call site logging at different severities: one line per level.
+        logger, text = self._node.get_logger(), f"{self._topic}: {text}"
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
+            logger.warn(text)
+        else:
+            logger.info(text)
 
     def _new_stream(self, refresh_interval: int) -> Any:
         return self._model.new_stream(StreamConfig(refresh_interval=refresh_interval),
