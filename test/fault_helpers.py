@@ -13,6 +13,7 @@ from eventful_perception.eventful.stream import StreamConfig
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import msg_to_detections
 from node_harness import NAMESPACE, DetectorProcess, Peer, reliable, stamp_of, tiny_yolos
+from ros_helpers import REPO
 
 PARAMS = {"short_side": 128, "score_threshold": 0.0, "token_budget": 0.5,
           "image_qos": "reliable"}
@@ -38,14 +39,21 @@ class NodeUnderFault:
     """A detector process, the test's peer, and the node's outputs as they arrive."""
 
     def __init__(self, params: dict[str, Any], image_type: Any = Image,
-                 topic: str = "image_raw") -> None:
-        self.process = DetectorProcess({"model": str(tiny_yolos()), **PARAMS, **params})
+                 topic: str = "image_raw", **process: Any) -> None:
+        self.process = DetectorProcess({"model": str(tiny_yolos()), **PARAMS, **params},
+                                       **process)
         self.peer = Peer()
         self.arrays = self.peer.collect(DiagnosticArray, "/diagnostics")
         self.detections = self.peer.collect(Detection2DArray, "detections")
         self.usage = self.peer.collect(ComputeUsage, "compute_usage")
         self.publisher = self.peer.node.create_publisher(image_type, topic, reliable(depth=1))
         self.peer.wait_for_reliable_match(topic, self.process, timeout=120.0)
+
+    @classmethod
+    def faulty(cls, params: dict[str, Any]) -> "NodeUnderFault":
+        """The node with a model that raises on frames 111 px wide (test/nodes/faulty_detector)."""
+        path = f"{REPO}:{REPO / 'test' / 'nodes'}"
+        return cls(params, module="faulty_detector", env={"PYTHONPATH": path})
 
     def close(self) -> str:
         """Stop the node (clean exit asserted); return its log."""
