@@ -146,7 +146,7 @@ def _frame_values(last: FrameReport | None) -> dict[str, str]:
         "gflops dense": f"{last.gflops_dense:.2f}",
         "gflops savings vs dense": f"{savings * 100:.0f}%",
         "detections": str(last.detections),
-        "stream state MB": f"{last.stream_bytes / 1e6:.1f}",
+        "stream state MB": f"{last.stream_bytes / 1e6:.3f}",
     }
 
 
