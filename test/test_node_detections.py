@@ -61,6 +61,16 @@ def test_label_info_is_latched_for_late_subscribers(three_cameras):
     assert label_info[0].threshold == 0.0
 
 
+def test_every_class_id_published_is_a_class_name_of_label_info(three_cameras):
+    """Detections carry the class name; label_info maps uint16 ids to those same names."""
+    _, _, detections, _, label_info = three_cameras
+    names = {c.class_name for c in label_info[0].class_map}
+    ids = [c.class_id for c in label_info[0].class_map]
+    assert ids == list(range(len(ids)))  # the position in the model's label list
+    published = {d.results[0].hypothesis.class_id for m in detections["a"] for d in m.detections}
+    assert published and published <= names
+
+
 def test_each_frame_is_answered_with_its_own_header(three_cameras):
     _, sent, detections, usage, _ = three_cameras
     for cam in sent:

@@ -217,6 +217,11 @@ def msg_to_detections(msg: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def label_info_msg(header: Header, labels: Sequence[str], threshold: float) -> LabelInfo:
-    """LabelInfo whose class ids are the label strings' positions in `labels`."""
+    """LabelInfo mapping each label's position in `labels` (uint16 `class_id`) to its name.
+
+    Detections carry the name itself as `ObjectHypothesis.class_id` (a string in vision_msgs
+    4.x): readable in `ros2 topic echo` and RViz, and stable across models whose label order
+    differs; a consumer that wants the numeric id finds it by `class_name` here.
+    """
     class_map = [VisionClass(class_id=index, class_name=name) for index, name in enumerate(labels)]
     return LabelInfo(header=header, class_map=class_map, threshold=float(threshold))
