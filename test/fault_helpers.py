@@ -2,7 +2,8 @@
 and the clean-run reference computed with the library in the test process."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -17,6 +18,18 @@ from ros_helpers import REPO
 
 PARAMS = {"short_side": 128, "score_threshold": 0.0, "token_budget": 0.5,
           "image_qos": "reliable"}
+
+
+@contextmanager
+def running_node(params: dict[str, Any]) -> Iterator[tuple[DetectorProcess, Peer]]:
+    """A detector process and the test's peer; on exit the node must stop cleanly."""
+    process = DetectorProcess(params)
+    peer = Peer()
+    try:
+        yield process, peer
+    finally:
+        peer.close()
+        process.assert_clean_exit()
 
 
 def library_run(frames: Iterable[np.ndarray], budget: float = 0.5) -> list:

@@ -11,10 +11,11 @@ import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import ParameterType
-from rcl_interfaces.srv import GetParameters
 
 from eventful_perception.ros.params import TABLE, Spec
-from node_harness import NAMESPACE, DetectorProcess, Peer, tiny_yolos
+from fault_helpers import running_node
+from node_harness import NAMESPACE, DetectorProcess, tiny_yolos
+from test_node_params import get
 
 
 def corrupt_checkpoints(root: Path) -> dict[str, Path]:
@@ -89,47 +90,33 @@ def run_time_cases() -> list[tuple[str, Any, str]]:
 @pytest.fixture(scope="module")
 def running():
     """A node whose camera topic nobody publishes; token_budget given as an integer."""
-    process = DetectorProcess({"model": str(tiny_yolos()), "short_side": 128,
-                               "cameras": ["nowhere"], "token_budget": 1})
-    peer = Peer()
-    try:
-        yield process, peer
-    finally:
-        peer.close()
-        process.assert_clean_exit()
-
-
-def get(peer: Peer, process: DetectorProcess, names: list[str]) -> list:
-    client = peer.node.create_client(GetParameters, "eventful_detector/get_parameters")
-    peer.spin_until(client.service_is_ready, 60.0, "get_parameters", process)
-    future = client.call_async(GetParameters.Request(names=names))
-    peer.spin_until(future.done, 20.0, "get_parameters response", process)
-    peer.node.destroy_client(client)
-    return list(future.result().values)
+    with running_node({"model": str(tiny_yolos()), "short_side": 128, "cameras": ["nowhere"],
+                       "token_budget": 1}) as running:
+        yield running
 
 
 def test_every_bad_run_time_value_is_refused_with_one_reason_and_changes_nothing(running):
     process, peer = running
     names = [spec.name for spec in TABLE]
-    before = get(peer, process, names)
+    before = get(peer, process, *names)
     for name, value, reason in run_time_cases():
         [result] = peer.set_parameters({name: value})
         assert not result.successful, (name, value)
         assert reason in result.reason and "\n" not in result.reason, (name, value, result.reason)
-    assert get(peer, process, names) == before
+    assert get(peer, process, *names) == before
     assert process.proc.poll() is None
 
 
 def test_integers_are_accepted_for_double_parameters(running):
     process, peer = running
-    [budget] = get(peer, process, ["token_budget"])  # `-p token_budget:=1` at start-up
+    [budget] = get(peer, process, "token_budget")  # `-p token_budget:=1` at start-up
     assert (budget.type, budget.double_value) == (ParameterType.PARAMETER_DOUBLE, 1.0)
     results = peer.set_parameters({"token_budget": 0, "target_latency_ms": 250})
     assert not results[0].successful and "out of range" in results[0].reason  # still checked
     assert results[1].successful, results[1].reason
     [result] = peer.set_parameters({"max_frame_gap_s": 3})  # as `ros2 param set` sends `3`
     assert result.successful, result.reason
-    values = get(peer, process, ["target_latency_ms", "max_frame_gap_s"])
+    values = get(peer, process, "target_latency_ms", "max_frame_gap_s")
     assert [(v.type, v.double_value) for v in values] == [
         (ParameterType.PARAMETER_DOUBLE, 250.0), (ParameterType.PARAMETER_DOUBLE, 3.0)]
 

@@ -3,8 +3,8 @@ raises (and back once it does not), WARN for latency p50 above the target. (Drop
 test_node_stream_faults.py; battery clamp and silent publishers: test_node_diagnostics.py.)"""
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-from fault_helpers import PARAMS, NodeUnderFault
-from node_harness import NAMESPACE, DetectorProcess, Peer, image_msg, tiny_yolos, video_frames
+from fault_helpers import PARAMS, NodeUnderFault, running_node
+from node_harness import NAMESPACE, image_msg, tiny_yolos, video_frames
 
 
 def test_error_while_the_model_raises_then_ok_and_latency_above_target_warns():
@@ -36,14 +36,9 @@ def test_error_while_the_model_raises_then_ok_and_latency_above_target_warns():
 
 
 def test_stale_while_no_publisher_exists():
-    process = DetectorProcess({"model": str(tiny_yolos()), **PARAMS})
-    peer = Peer()
-    try:
+    with running_node({"model": str(tiny_yolos()), **PARAMS}) as (process, peer):
         arrays = peer.collect(DiagnosticArray, "/diagnostics")
         peer.spin_until(lambda: arrays, 60.0, "a status", process)
-    finally:
-        peer.close()
-        process.assert_clean_exit()
     [status] = arrays[0].status
     assert status.level == DiagnosticStatus.STALE
     assert status.message == f"waiting for a publisher on {NAMESPACE}/image_raw"
