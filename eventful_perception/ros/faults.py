@@ -1,4 +1,4 @@
-"""Stream faults seen in the frames' header stamps, and per-reason log throttling (no ROS import)."""
+"""Stream faults seen in header stamps, and a per-reason log throttle (no ROS import)."""
 from __future__ import annotations
 
 import math

@@ -62,7 +62,7 @@ class EventfulDetectorNode(LifecycleNode):
             self.get_logger().info("managed: waiting for configure (ros2 lifecycle set)")
             return
         if self.trigger_configure() != SUCCESS or self.trigger_activate() != SUCCESS:
-            raise StartupError(self._failure)
+            raise StartupError(self._failure or "configure or activate failed (see the log above)")
 
     # Lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
