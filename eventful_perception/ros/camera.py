@@ -14,7 +14,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from eventful_perception.drawing import draw_detections, draw_text_panel
-from eventful_perception.eventful.stream import StreamConfig
+from eventful_perception.eventful.stream import Stream, StreamConfig
 from eventful_perception.models.results import Detections
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros import conversions, faults
@@ -120,7 +120,7 @@ class CameraPipeline:
         else:
             logger.info(text)
 
-    def _new_stream(self, refresh_interval: int) -> Any:
+    def _new_stream(self, refresh_interval: int) -> Stream:
         return self._model.new_stream(StreamConfig(refresh_interval=refresh_interval),
                                       name=self.name)
 
