@@ -96,6 +96,7 @@ def test_lifecycle_transitions_load_subscribe_unsubscribe_and_release():
         peer.close()
         process.assert_clean_exit()
     busy = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    print(f"configured but inactive: {busy:.3f} s of CPU in {INACTIVE_WINDOW_S:.0f} s")
     assert busy < 0.1 * INACTIVE_WINDOW_S, busy  # configured but inactive: next to nothing
 
 

@@ -43,6 +43,18 @@ def load(path: str, device: str, short_side: int) -> DetectorModel:
         raise ModelLoadError(f"cannot load model {path!r}: {_one_line(error)}") from None
 
 
+def release_memory() -> None:
+    """After the last reference to a model is dropped: free it now and hand cached GPU memory
+    back to the driver, so an unconfigured node holds none."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _safetensors_error() -> type[Exception]:
     from safetensors import SafetensorError
 

@@ -8,7 +8,6 @@ the model.
 """
 from __future__ import annotations
 
-import gc
 import signal
 import time
 from typing import Any
@@ -143,7 +142,7 @@ class EventfulDetectorNode(LifecycleNode):
             camera.pipeline.close()
         self.destroy_publisher(self._diagnostics)
         self._cameras, self._model = [], None
-        gc.collect()
+        models.release_memory()
         self.get_logger().info("model released")
 
     # Parameters -----------------------------------------------------------------------------
