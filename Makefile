@@ -24,19 +24,23 @@ define cmake_install
   && cmake --install $(BUILD)/$(2); } > $(BUILD)/$(2).log 2>&1 || { tail -40 $(BUILD)/$(2).log; exit 1; }
 endef
 
-.PHONY: demo test bench build setup assets clean help
+.PHONY: demo test bench soak build setup assets clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo   set up (first run only), then run the detector demo on a real video"
 	@echo "make test   set up (first run only), then run the whole test suite"
 	@echo "make bench  eventful vs dense on real frames in one process (speedup, GFLOPs, mAP50; out/bench/)"
+	@echo "make soak   10 000 frames through the node with changing budget/battery/CPU load"
 
 demo: setup
 	$(PY) -m eventful_perception.demo
 
 test: setup
 	$(PY) -m pytest test
+
+soak: setup
+	EVENTFUL_SOAK_FRAMES=10000 $(PY) -m pytest test/test_node_soak.py -s -q
 
 bench: setup
 	$(PY) -m eventful_perception.cli bench vtest.avi --budgets 1.0,0.5,0.25,0.1 --frames 20 \

@@ -7,18 +7,18 @@ work on them too. This module imports no rclpy; `replay` and `record` load the R
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import cv2
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.store import Typestore
 
 from eventful_perception import assets
+from eventful_perception.bag_io import new_writer, typestore_for
 from eventful_perception.ros.conversions import image_to_rgb
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -103,7 +103,7 @@ def make_bag(video: Path, bag: Path, *, topic: str = "/image_raw", frame_id: str
     count = min(total, max_frames) if max_frames > 0 else total
     start_ns = time.time_ns() if start_ns is None else start_ns
     store = get_typestore(Stores.ROS2_JAZZY)
-    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer = new_writer(bag)
     written = 0
     with writer:
         image_type = COMPRESSED if compressed else IMAGE
@@ -176,27 +176,3 @@ def read_messages(bag: Path, topic: str) -> Iterator[Any]:
         store = typestore_for([c.msgtype for c in connections])
         for connection, _, raw in reader.messages(connections=connections):
             yield store.deserialize_cdr(raw, connection.msgtype)
-
-
-def typestore_for(msgtypes: list[str], store: Typestore | None = None) -> Typestore:
-    """Jazzy's typestore (or `store`) plus the message packages it lacks (vision_msgs,
-    eventful_perception), read from their installed `share/<package>/msg` folders."""
-    store = store or get_typestore(Stores.ROS2_JAZZY)
-    for package in sorted({t.split("/")[0] for t in msgtypes if t not in store.types}):
-        folder = message_folder(package)
-        types = {}
-        for path in sorted(folder.glob("*.msg")):
-            types.update(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
-        store.register(types)
-    return store
-
-
-def message_folder(package: str) -> Path:
-    """`share/<package>/msg` of an installed interface package (found from its Python module)."""
-    module = importlib.import_module(f"{package}.msg")
-    for location in module.__path__:
-        for ancestor in Path(location).parents:
-            folder = ancestor / "share" / package / "msg"
-            if folder.is_dir():
-                return folder
-    raise ValueError(f"no share/{package}/msg folder found above {list(module.__path__)}")

@@ -94,12 +94,13 @@ def param_value(value: Any) -> str:
 
 
 class DetectorProcess:
-    """`python -m eventful_perception.ros.node` in its own process, stopped with SIGINT."""
+    """`python -m eventful_perception.ros.node` (or `module`) in its own process, stopped with
+    SIGINT."""
 
     def __init__(self, params: dict[str, Any], env: dict[str, str] | None = None,
-                 params_file: Path | None = None) -> None:
-        args = [sys.executable, "-m", "eventful_perception.ros.node", "--ros-args",
-                "-r", f"__ns:={NAMESPACE}"]
+                 params_file: Path | None = None,
+                 module: str = "eventful_perception.ros.node") -> None:
+        args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:={NAMESPACE}"]
         if params_file is not None:
             args += ["--params-file", str(params_file)]
         for name, value in params.items():

@@ -6,8 +6,9 @@ import pytest
 
 from eventful_perception.ros.budget import BudgetConfig, BudgetController, BudgetInputs
 
-ADAPTIVE = BudgetConfig(mode="adaptive", min_budget=0.05, battery_low=0.2, battery_critical=0.05,
-                        cpu_high=0.8, cpu_critical=1.0, smoothing=0.5)
+ADAPTIVE = BudgetConfig(budget_mode="adaptive", min_budget=0.05, battery_low=0.2,
+                        battery_critical=0.05, cpu_load_high=0.8, cpu_load_critical=1.0,
+                        budget_smoothing=0.5)
 # The latency dead band is +-10 %, so a settled latency may sit anywhere inside it.
 LATENCY_TOLERANCE = 0.11
 
@@ -21,7 +22,8 @@ def settle(config: BudgetConfig, inputs: BudgetInputs, frames: int = 30,
 
 def test_fixed_mode_uses_requested_budget_whatever_the_state():
     inputs = BudgetInputs(requested=0.3, battery=0.01, cpu_load=1.0, latency_ms=900.0)
-    decision, _ = settle(BudgetConfig(mode="fixed", target_latency_ms=10.0), inputs, frames=1)
+    decision, _ = settle(BudgetConfig(budget_mode="fixed", target_latency_ms=10.0), inputs,
+                         frames=1)
     assert decision.effective == 0.3
     assert decision.reason == "fixed"
     assert decision.limited_by == ()
@@ -70,7 +72,7 @@ def test_requested_below_min_budget_is_honoured():
 
 def test_latency_target_steers_budget_down_and_back_up():
     """Simulate a model whose latency is proportional to the budget: 200 ms at full budget."""
-    config = BudgetConfig(mode="adaptive", target_latency_ms=50.0)
+    config = BudgetConfig(budget_mode="adaptive", target_latency_ms=50.0)
     controller = BudgetController()
     latency, history = None, []
     for _ in range(40):
@@ -82,7 +84,7 @@ def test_latency_target_steers_budget_down_and_back_up():
     assert decision.reason.startswith("latency ")
     # No oscillation once settled: the last frames agree.
     assert max(history[-10:]) - min(history[-10:]) < 0.01
-    relaxed = BudgetConfig(mode="adaptive", target_latency_ms=400.0)
+    relaxed = BudgetConfig(budget_mode="adaptive", target_latency_ms=400.0)
     for _ in range(40):
         decision = controller.update(relaxed, BudgetInputs(requested=0.8, latency_ms=latency))
         latency = 200.0 * decision.effective
@@ -108,11 +110,11 @@ def test_smoothing_approaches_target_gradually():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"mode": "turbo"}, "budget_mode must be one of fixed, adaptive"),
+    ({"budget_mode": "turbo"}, "budget_mode must be one of fixed, adaptive"),
     ({"battery_low": 0.1, "battery_critical": 0.2}, "battery_critical < battery_low"),
-    ({"cpu_high": 0.9, "cpu_critical": 0.5}, "cpu_load_high < cpu_load_critical"),
+    ({"cpu_load_high": 0.9, "cpu_load_critical": 0.5}, "cpu_load_high < cpu_load_critical"),
     ({"target_latency_ms": -1.0}, "target_latency_ms must be >= 0"),
-    ({"smoothing": 0.0}, "budget_smoothing must be in (0, 1]"),
+    ({"budget_smoothing": 0.0}, "budget_smoothing must be in (0, 1]"),
 ])
 def test_invalid_config_is_rejected_with_reason(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("]", r"\]")):

@@ -44,7 +44,7 @@ def three_cameras():
             peer.wait_for_reliable_match(f"{cam}/image_raw", process)
         for i in range(FRAMES):
             for k, cam in enumerate(inputs):
-                msg = image_msg(inputs[cam][i], 10 * i + k, frame_id=f"{cam}_optical")
+                msg = image_msg(inputs[cam][i], 3 * i + k, frame_id=f"{cam}_optical")
                 sent[cam].append(msg)
                 peer.send_and_wait(publishers[cam], msg, detections[cam], process)
         peer.spin_until(lambda: all(len(usage[c]) == FRAMES for c in inputs) and label_info,
@@ -70,6 +70,16 @@ def test_label_info_is_latched_for_late_subscribers(three_cameras):
     label_info = three_cameras[4]
     assert [c.class_name for c in label_info[0].class_map] == ["person", "car", "dog"]
     assert label_info[0].threshold == 0.0
+
+
+def test_every_class_id_published_is_a_class_name_of_label_info(three_cameras):
+    """Detections carry the class name; label_info maps uint16 ids to those same names."""
+    _, _, detections, _, label_info = three_cameras
+    names = {c.class_name for c in label_info[0].class_map}
+    ids = [c.class_id for c in label_info[0].class_map]
+    assert ids == list(range(len(ids)))  # the position in the model's label list
+    published = {d.results[0].hypothesis.class_id for m in detections["a"] for d in m.detections}
+    assert published and published <= names
 
 
 def test_each_frame_is_answered_with_its_own_header(three_cameras):

@@ -1,7 +1,6 @@
 """`eventful-perception replay`: publish a bag's messages through rclpy at their recorded pace."""
 from __future__ import annotations
 
-import importlib
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,16 +12,12 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 
+from eventful_perception.bag_io import message_class
+
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SUBSCRIBER_TIMEOUT_S = 60.0
 ACK_TIMEOUT_S = 5.0
 SETTLE_S = 2.0  # reliable subscribers get the last messages before the process exits
-
-
-def message_class(msgtype: str) -> Any:
-    """rclpy class of a type name such as 'sensor_msgs/msg/Image'."""
-    package, kind, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
 def offered_qos(connection: Any) -> QoSProfile:

@@ -8,11 +8,10 @@ from typing import Any, Sequence
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import Writer
 
-from eventful_perception.bags import typestore_for
+from eventful_perception.bag_io import message_class, new_writer, typestore_for
 from eventful_perception.ros import qos
-from eventful_perception.ros.bag_player import message_class
 
 OUTPUT_NAMES = ("detections", "compute_usage", "label_info")
 DISCOVERY_PERIOD_S = 0.5
@@ -67,7 +66,7 @@ def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0
     """Record until Ctrl-C, for `duration` seconds, or until every topic has `count` messages;
     return messages written per topic."""
     rclpy.init()
-    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer = new_writer(bag)
     writer.open()
     node = None
     try:

@@ -6,11 +6,11 @@ The law (adaptive mode; fixed mode always uses the requested budget):
 
     floor   = min(min_budget, requested)
     battery = 1 above battery_low, falling linearly to 0 at battery_critical (1 while charging/full)
-    cpu     = 1 below cpu_high, falling linearly to 0 at cpu_critical
+    cpu     = 1 below cpu_load_high, falling linearly to 0 at cpu_load_critical
     cap     = floor + (requested - floor) * battery * cpu
     steer   = effective * target_latency / latency   (only outside a +-10 % dead band)
     target  = clamp(min(cap, steer), floor, requested)
-    effective += smoothing * (target - effective)   (changes below 0.005 are ignored)
+    effective += budget_smoothing * (target - effective)   (changes below 0.005 are ignored)
 """
 from __future__ import annotations
 
@@ -25,16 +25,16 @@ BUDGET_DEAD_BAND = 0.005
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """Tuning of the controller; every field maps to one node parameter."""
+    """Tuning of the controller; every field is the node parameter of the same name."""
 
-    mode: str = "fixed"
+    budget_mode: str = "fixed"
     min_budget: float = 0.05
     battery_low: float = 0.20
     battery_critical: float = 0.05
-    cpu_high: float = 0.80
-    cpu_critical: float = 1.0
+    cpu_load_high: float = 0.80
+    cpu_load_critical: float = 1.0
     target_latency_ms: float = 0.0  # 0 = no latency target
-    smoothing: float = 0.5  # fraction of the gap to the target closed per frame
+    budget_smoothing: float = 0.5  # fraction of the gap to the target closed per frame
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -43,20 +43,21 @@ class BudgetConfig:
 
     def problem(self) -> str | None:
         """Return why this configuration is invalid, or None when it is valid."""
-        if self.mode not in MODES:
-            return f"budget_mode must be one of {', '.join(MODES)}, got {self.mode!r}"
+        if self.budget_mode not in MODES:
+            return f"budget_mode must be one of {', '.join(MODES)}, got {self.budget_mode!r}"
         if not 0.0 < self.min_budget <= 1.0:
             return f"min_budget must be in (0, 1], got {self.min_budget}"
         if not 0.0 <= self.battery_critical < self.battery_low <= 1.0:
             return (f"need 0 <= battery_critical < battery_low <= 1, got "
                     f"battery_critical={self.battery_critical}, battery_low={self.battery_low}")
-        if not 0.0 <= self.cpu_high < self.cpu_critical <= 1.0:
+        if not 0.0 <= self.cpu_load_high < self.cpu_load_critical <= 1.0:
             return (f"need 0 <= cpu_load_high < cpu_load_critical <= 1, got "
-                    f"cpu_load_high={self.cpu_high}, cpu_load_critical={self.cpu_critical}")
+                    f"cpu_load_high={self.cpu_load_high}, "
+                    f"cpu_load_critical={self.cpu_load_critical}")
         if self.target_latency_ms < 0.0:
             return f"target_latency_ms must be >= 0 (0 = off), got {self.target_latency_ms}"
-        if not 0.0 < self.smoothing <= 1.0:
-            return f"budget_smoothing must be in (0, 1], got {self.smoothing}"
+        if not 0.0 < self.budget_smoothing <= 1.0:
+            return f"budget_smoothing must be in (0, 1], got {self.budget_smoothing}"
         return None
 
 
@@ -91,9 +92,10 @@ class BudgetController:
     def update(self, config: BudgetConfig, inputs: BudgetInputs) -> BudgetDecision:
         """Return the budget for the next frame."""
         requested = inputs.requested
-        if config.mode == "fixed" or self._effective is None or self._mode != config.mode:
-            self._effective, self._mode = requested, config.mode
-        if config.mode == "fixed":
+        mode = config.budget_mode
+        if mode == "fixed" or self._effective is None or self._mode != mode:
+            self._effective, self._mode = requested, mode
+        if mode == "fixed":
             return BudgetDecision(requested, requested, "fixed")
         floor = min(config.min_budget, requested)
         limits: dict[str, str] = {}
@@ -107,7 +109,7 @@ class BudgetController:
             target = floor
             limits["min_budget"] = f"min_budget {floor:.2f}"
         target = min(target, requested)
-        self._effective = self._approach(target, config.smoothing, floor, requested)
+        self._effective = self._approach(target, config.budget_smoothing, floor, requested)
         reason = "; ".join(limits.values()) if limits else "requested"
         return BudgetDecision(requested, self._effective, reason, tuple(limits))
 
@@ -144,8 +146,8 @@ def _battery_scale(config: BudgetConfig, inputs: BudgetInputs, limits: dict[str,
 
 def _cpu_scale(config: BudgetConfig, inputs: BudgetInputs, limits: dict[str, str]) -> float:
     load = inputs.cpu_load
-    if load is None or load != load or load <= config.cpu_high:
+    if load is None or load != load or load <= config.cpu_load_high:
         return 1.0
     limits["cpu"] = f"cpu {load:.2f}"
-    span = config.cpu_critical - config.cpu_high
-    return min(max((config.cpu_critical - load) / span, 0.0), 1.0)
+    span = config.cpu_load_critical - config.cpu_load_high
+    return min(max((config.cpu_load_critical - load) / span, 0.0), 1.0)

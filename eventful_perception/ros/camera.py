@@ -1,148 +1,64 @@
-"""One camera of the node: matched-QoS subscription, newest-frame slot, outputs, stream state."""
+"""A camera's processing side: its stream and budget, the model step and the outputs.
+
+The input side (subscription, QoS matching, newest-frame slot) is `camera_input.CameraInput`.
+"""
 from __future__ import annotations
 
-import math
-import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from eventful_perception.drawing import draw_detections, draw_text_panel
-from eventful_perception.eventful.stream import StreamConfig
+from eventful_perception.eventful.stream import Stream, StreamConfig
 from eventful_perception.models.results import Detections
 from eventful_perception.msg import ComputeUsage
-from eventful_perception.ros import conversions, qos
+from eventful_perception.ros import conversions, faults
 from eventful_perception.ros.budget import BudgetController, BudgetDecision, BudgetInputs
+from eventful_perception.ros.camera_input import image_topic
 from eventful_perception.ros.diagnostics import CameraStats, FrameReport
+from eventful_perception.ros.model import DetectorModel
 from eventful_perception.ros.params import Settings
 from eventful_perception.ros.system_load import Battery
 
-try:  # Jazzy and newer
-    from rclpy.event_handler import SubscriptionEventCallbacks
-except ImportError:  # Humble
-    from rclpy.qos_event import SubscriptionEventCallbacks
 
-# A publisher that has sent no frame for this long is reported (log + diagnostics).
-FRAME_SILENCE_S = 5.0
-SILENCE_LOG_PERIOD_S = 10.0
-SILENCE_HINT = ("check that its QoS is compatible (image_qos), and for large images across "
-                "processes give the camera driver and this node a Fast DDS profile with a large "
-                "shared-memory segment (config/fastdds_large_data.xml)")
+class CameraPipeline:
+    """One camera's stream state and outputs; `process()` turns a frame into its messages."""
 
-
-class Camera:
-    """Everything one camera needs; frames go in through the slot, out through `process()`."""
-
-    def __init__(self, node: Node, name: str, settings: Settings, model: Any,
-                 wake: Callable[[], None]) -> None:
-        self.name, self.stats = name, CameraStats(name)
+    def __init__(self, node: Node, name: str, settings: Settings, model: DetectorModel,
+                 stats: CameraStats) -> None:
+        self.name, self.stats = name, stats
         self._budget, self._latency_ms = BudgetController(), None
-        self._node, self._wake, self._model = node, wake, model
+        self._node, self._model = node, model
+        self._topic = node.resolve_topic_name(image_topic(name, settings.transport))
+        self._throttle = faults.LogThrottle()
         self._stream = self._new_stream(settings.refresh_interval)
+        self._last_stamp_ns: int | None = None
+        self._last_shape: tuple[int, ...] | None = None
         prefix = f"{name}/" if name else ""
-        compressed = settings.transport == "compressed"
-        self._topic = prefix + ("image_raw/compressed" if compressed else "image_raw")
-        self._type = CompressedImage if compressed else Image
-        self._lock = threading.Lock()
-        self._latest: Any = None
-        self._publishers_since: float | None = None
-        self._last_frame_at = -math.inf
-        self._silence_logged_at = -math.inf
         self._detections = node.create_publisher(Detection2DArray, prefix + "detections", 10)
         self._image = node.create_publisher(Image, prefix + "detection_image", 1)
         self._usage = node.create_publisher(ComputeUsage, prefix + "compute_usage", 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._label_info = node.create_publisher(LabelInfo, prefix + "label_info", latched)
-        self._subscription = self._subscribe(qos.subscription_qos(settings.image_qos, []))
-        self.match_qos(settings.image_qos)
 
-    @property
-    def topic(self) -> str:
-        """Fully resolved (and remapped) image topic."""
-        return self._subscription.topic_name
+    def close(self) -> None:
+        """Destroy the publishers; the stream state goes with this object."""
+        for publisher in (self._detections, self._image, self._usage, self._label_info):
+            self._node.destroy_publisher(publisher)
 
     def publish_label_info(self, labels: list[str], threshold: float) -> None:
         """Publish the label list once (transient local: late subscribers get it too)."""
         header = Header(stamp=self._node.get_clock().now().to_msg())
         self._label_info.publish(conversions.label_info_msg(header, labels, threshold))
 
-    def match_qos(self, mode: str) -> None:
-        """Resubscribe when the QoS that `mode` asks for (given the publishers) has changed."""
-        publishers = [info.qos_profile for info in
-                      self._node.get_publishers_info_by_topic(self.topic)]
-        wanted = qos.subscription_qos(mode, publishers)
-        if qos.describe(wanted) == qos.describe(self._qos):
-            return
-        self._node.destroy_subscription(self._subscription)
-        self._subscription = self._subscribe(wanted)
-        self._node.get_logger().info(
-            f"subscribed to {self.topic} ({self._type.__name__}, {qos.describe(wanted)}; "
-            f"image_qos={mode}, {len(publishers)} publisher(s))")
-
-    def _subscribe(self, profile: QoSProfile) -> Any:
-        self._qos, self._incompatible = profile, ""
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        return self._node.create_subscription(self._type, self._topic, self._on_image, profile,
-                                              event_callbacks=events)
-
-    def check_silence(self, now: float) -> str:
-        """Why frames are not arriving although a publisher exists ('' when all is well);
-        also logged, at most every SILENCE_LOG_PERIOD_S per camera."""
-        text = self._silence(now)
-        if text and now - self._silence_logged_at >= SILENCE_LOG_PERIOD_S:
-            self._silence_logged_at = now
-            self._node.get_logger().warn(text)
-        return text
-
-    def _silence(self, now: float) -> str:
-        publishers = self._node.count_publishers(self.topic)
-        if publishers == 0:
-            self._publishers_since, self._incompatible = None, ""
-            return ""
-        if self._publishers_since is None:
-            self._publishers_since = now
-        quiet = now - max(self._publishers_since, self._last_frame_at)
-        if self._incompatible:
-            return f"{self._incompatible}; {SILENCE_HINT}"
-        if quiet < FRAME_SILENCE_S:
-            return ""
-        return (f"{publishers} publisher(s) on {self.topic} but no frame received for "
-                f"{quiet:.0f} s: {SILENCE_HINT}")
-
-    def publishers(self) -> int:
-        """Publishers currently on the image topic."""
-        return self._node.count_publishers(self.topic)
-
-    def qos_text(self) -> str:
-        """The subscription's reliability/durability."""
-        return qos.describe(self._qos)
-
-    def take(self) -> Any:
-        """The newest unprocessed frame, or None."""
-        with self._lock:
-            msg, self._latest = self._latest, None
-        return msg
-
-    def _on_image(self, msg: Any) -> None:
-        self.stats.count("in")
-        self._last_frame_at, self._incompatible = time.monotonic(), ""
-        with self._lock:
-            if self._latest is not None:
-                self.stats.count("dropped")
-            self._latest = msg
-        self._wake()
-
-    def _on_incompatible_qos(self, event: Any) -> None:
-        policy = str(getattr(event.last_policy_kind, "name", event.last_policy_kind))
-        policy = policy.replace("RMW_QOS_POLICY_", "")
-        self._incompatible = (f"a publisher on {self.topic} has QoS incompatible with this "
-                              f"subscription ({self.qos_text()}; policy {policy})")
-        self._node.get_logger().warn(f"{self._incompatible}; {SILENCE_HINT}")
+    def stream_bytes(self) -> int:
+        """Memory held by the stream's state tensors."""
+        return self._stream.memory_bytes()
 
     def process(self, msg: Any, settings: Settings, battery: Battery,
                 cpu_load: float | None) -> None:
@@ -150,11 +66,12 @@ class Camera:
         start = time.perf_counter()
         try:
             rgb = conversions.image_to_rgb(msg)
-        except ValueError as error:
-            self.stats.count("rejected", str(error))
-            self._node.get_logger().warn(f"{self.topic}: {error}", throttle_duration_sec=5.0)
+        except conversions.ImageRejected as error:
+            self.stats.rejected(error.reason, str(error))
+            self._log("warn", error.reason, f"input rejected: {error}")
             return
-        decision = self._budget.update(settings.budget_config(), BudgetInputs(
+        self._check_stream(msg.header.stamp, rgb.shape, settings.max_frame_gap_s)
+        decision = self._budget.update(settings.budget, BudgetInputs(
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
             cpu_load=cpu_load, latency_ms=self._latency_ms))
         if settings.refresh_interval != self._stream.config.refresh_interval:
@@ -165,8 +82,7 @@ class Camera:
                                  threshold=threshold, score_threshold=settings.score_threshold)
         except (RuntimeError, ValueError) as error:
             self.stats.failed(str(error))
-            self._node.get_logger().error(f"{self.topic}: model failed: {error}",
-                                          throttle_duration_sec=5.0)
+            self._log("error", "model", f"model failed: {error}")
             return
         detections = result.detections or Detections.empty()
         self._detections.publish(conversions.detections_to_msg(
@@ -177,9 +93,34 @@ class Camera:
             self._publish_overlay(msg.header, rgb, detections, decision, result.usage)
         self.stats.processed(FrameReport(
             self._latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
-            result.usage.gflops, result.usage.gflops_dense, len(detections)))
+            result.usage.gflops, result.usage.gflops_dense, len(detections),
+            self._stream.memory_bytes()))
 
-    def _new_stream(self, refresh_interval: int) -> Any:
+    def _check_stream(self, stamp: Any, shape: tuple[int, ...], max_gap_s: float) -> None:
+        """Start the stream over when its state no longer describes the scene of this frame."""
+        stamp_ns = stamp.sec * 10**9 + stamp.nanosec
+        reason = faults.stamp_fault(self._last_stamp_ns, stamp_ns, max_gap_s)
+        if self._last_shape is not None and shape != self._last_shape:
+            reason = faults.RESOLUTION  # the model would reset by itself; say so and count it
+        self._last_stamp_ns, self._last_shape = stamp_ns, shape
+        if reason:
+            self._stream.reset()
+            self.stats.stream_reset(reason)
+            self._log("info", reason, f"stream reset: {reason}")
+
+    def _log(self, level: str, reason: str, text: str) -> None:
+        if not self._throttle.allow(reason, time.monotonic()):
+            return
+        # rclpy refuses one call site logging at different severities: one line per level.
+        logger, text = self._node.get_logger(), f"{self._topic}: {text}"
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
+            logger.warn(text)
+        else:
+            logger.info(text)
+
+    def _new_stream(self, refresh_interval: int) -> Stream:
         return self._model.new_stream(StreamConfig(refresh_interval=refresh_interval),
                                       name=self.name)
 

@@ -17,10 +17,30 @@ from vision_msgs.msg import (BoundingBox2D, Detection2D, Detection2DArray, Label
                              ObjectHypothesisWithPose, VisionClass)
 
 
+# Larger frames are rejected before decoding: 8192 x 6144 is past any camera a robot carries,
+# and a 16k x 16k frame would cost 0.8 GB as RGB before the model even starts.
+MAX_PIXELS = 8192 * 6144
+# The model resizes the short side to a fixed length, so a 1 x 30000 strip would become millions
+# of tokens; 360-degree panoramas are 2:1 to 4:1.
+MAX_ASPECT_RATIO = 8.0
+COMPRESSED_FORMATS = {"jpeg": b"\xff\xd8", "jpg": b"\xff\xd8", "png": b"\x89PNG"}
+# How complete files end: libjpeg fills a truncated JPEG with grey instead of failing.
+_ENDINGS = {b"\xff\xd8": b"\xff\xd9", b"\x89PNG": b"IEND\xaeB`\x82"}
+_PLANAR_YUV = ("nv12", "nv21")  # a full-size luma plane plus a half-height chroma plane
+
+
+class ImageRejected(ValueError):
+    """An input image the node cannot use; `reason` is a short category for the statistics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
 def image_to_rgb(msg: Any) -> np.ndarray:
     """Decode a sensor_msgs Image or CompressedImage into an RGB uint8 array (H, W, 3).
 
-    Raises ValueError naming the encoding when the message cannot be decoded.
+    Raises ImageRejected (a ValueError) naming the reason when the message cannot be used.
     """
     try:
         if hasattr(msg, "format"):
@@ -28,37 +48,103 @@ def image_to_rgb(msg: Any) -> np.ndarray:
         return _raw_to_rgb(msg)
     except (ImageError, cv2.error) as error:
         kind = f"format {msg.format!r}" if hasattr(msg, "format") else f"encoding {msg.encoding!r}"
-        raise ValueError(f"cannot decode image with {kind}: {error}") from error
+        raise ImageRejected("undecodable", f"cannot decode image with {kind}: {error}") from None
 
 
 def _compressed_to_rgb(msg: Any) -> np.ndarray:
+    data = bytes(msg.data)
+    if not data:
+        raise ImageRejected("empty data", f"compressed image (format {msg.format!r}) has no data")
+    magic = _format_magic(msg.format)
+    if not data.startswith(magic):
+        raise ImageRejected("format mismatch", f"format {msg.format!r} but the data does not "
+                            f"start like one ({data[:4]!r})")
+    if not data.rstrip(b"\0").endswith(_ENDINGS[magic]):
+        raise ImageRejected("truncated", f"compressed image (format {msg.format!r}) does not "
+                            "end like a complete file")
+    size = compressed_size(data)
+    if size is not None:
+        _check_size(*size)
     # Decoded here rather than by rosbags-image, which asserts instead of reporting corrupt data.
-    image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_ANYCOLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR)
     if image is None:
-        raise ValueError(f"compressed image (format {msg.format!r}) could not be decoded")
+        raise ImageRejected("undecodable", f"compressed image (format {msg.format!r}) is "
+                            "corrupt or truncated")
     if image.ndim == 2:
         return cv2.cvtColor(_to_uint8(image), cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(_to_uint8(image), cv2.COLOR_BGRA2RGB if image.shape[2] == 4
                         else cv2.COLOR_BGR2RGB)
 
 
+def _format_magic(fmt: str) -> bytes:
+    """The leading bytes the data of a CompressedImage `format` must have.
+
+    image_transport writes e.g. 'jpeg', 'png' or 'rgb8; jpeg compressed bgr8'."""
+    words = fmt.lower().replace(";", " ").split()
+    for word in words:
+        if word in COMPRESSED_FORMATS:
+            return COMPRESSED_FORMATS[word]
+    raise ImageRejected("unsupported format", f"format {fmt!r} is neither jpeg nor png")
+
+
+def compressed_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG or JPEG header without decoding; None when not found."""
+    if data.startswith(b"\x89PNG") and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i = 2
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7],
+                                                                            "big")
+        i += 2 + length
+    return None
+
+
+def _check_size(width: int, height: int) -> None:
+    if width == 0 or height == 0:
+        raise ImageRejected("zero size", f"image is {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ImageRejected("too large", f"image is {width}x{height}, more than "
+                            f"{MAX_PIXELS / 1e6:.0f} megapixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageRejected("aspect ratio", f"image is {width}x{height}, more elongated than "
+                            f"{MAX_ASPECT_RATIO:.0f}:1")
+
+
 def _raw_to_rgb(msg: Any) -> np.ndarray:
-    depth, _, _, channels = to_cvtype(msg.encoding)
+    _check_size(msg.width, msg.height)
+    try:
+        depth, _, _, channels = to_cvtype(msg.encoding)
+    except ImageError:
+        raise ImageRejected("unknown encoding", f"encoding {msg.encoding!r} is not "
+                            "supported") from None
     row_bytes = msg.width * channels * depth // 8
-    expected = msg.step * (msg.height - 1) + row_bytes if msg.height else 0
-    if msg.step < row_bytes or len(msg.data) < expected:
-        raise ValueError(f"image {msg.width}x{msg.height} {msg.encoding} needs step >= {row_bytes} "
-                         f"and {expected} bytes, got step {msg.step} and {len(msg.data)} bytes")
+    rows = msg.height * 3 // 2 if msg.encoding in _PLANAR_YUV else msg.height
+    if msg.step < row_bytes:
+        raise ImageRejected("step too small", f"image {msg.width}x{msg.height} {msg.encoding} "
+                            f"needs step >= {row_bytes}, got {msg.step}")
+    if len(msg.data) != msg.step * rows:
+        raise ImageRejected("data size", f"image {msg.width}x{msg.height} {msg.encoding} with "
+                            f"step {msg.step} needs {msg.step * rows} bytes, got {len(msg.data)}")
     if msg.step != row_bytes:
         msg = _unpadded(msg, row_bytes)
     if channels == 1 and msg.encoding not in ("mono8", "mono16") and "bayer" not in msg.encoding:
-        gray = _to_uint8(image_to_cvimage(msg))  # depth-like images (16UC1, 32FC1): show contrast
-        return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(_depth_to_uint8(image_to_cvimage(msg)), cv2.COLOR_GRAY2RGB)
     rgb = image_to_cvimage(msg, "rgb8")
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"encoding {msg.encoding!r} does not convert to rgb8 "
-                         f"(got {rgb.dtype} {rgb.shape})")
+        raise ImageRejected("unknown encoding", f"encoding {msg.encoding!r} does not convert "
+                            f"to rgb8 (got {rgb.dtype} {rgb.shape})")
     return np.ascontiguousarray(rgb)
+
+
+def _depth_to_uint8(image: np.ndarray) -> np.ndarray:
+    """Depth-like images (16UC1, 32FC1) shown with contrast; non-finite pixels become 0, and a
+    frame without a single finite pixel is rejected."""
+    if image.dtype.kind == "f" and not np.isfinite(image).any():
+        raise ImageRejected("no finite pixels", f"every pixel of the {image.dtype} image is "
+                            "NaN or infinite")
+    return _to_uint8(image)
 
 
 def _unpadded(msg: Any, row_bytes: int) -> Any:
@@ -131,6 +217,11 @@ def msg_to_detections(msg: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def label_info_msg(header: Header, labels: Sequence[str], threshold: float) -> LabelInfo:
-    """LabelInfo whose class ids are the label strings' positions in `labels`."""
+    """LabelInfo mapping each label's position in `labels` (uint16 `class_id`) to its name.
+
+    Detections carry the name itself as `ObjectHypothesis.class_id` (a string in vision_msgs
+    4.x): readable in `ros2 topic echo` and RViz, and stable across models whose label order
+    differs; a consumer that wants the numeric id finds it by `class_name` here.
+    """
     class_map = [VisionClass(class_id=index, class_name=name) for index, name in enumerate(labels)]
     return LabelInfo(header=header, class_map=class_map, threshold=float(threshold))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +26,7 @@ class FrameReport:
     gflops: float
     gflops_dense: float
     detections: int
+    stream_bytes: int = 0  # memory held by the camera's stream state after the frame
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,28 @@ class CameraStats:
         self._period = {"in": 0, "out": 0, "dropped": 0, "rejected": 0}
         self._totals = {"in": 0, "out": 0, "dropped": 0, "rejected": 0}
         self._last_rejection = ""
+        self._rejections: Counter[str] = Counter()
+        self._resets: Counter[str] = Counter()
+        self._model_errors = 0
 
-    def count(self, what: str, reason: str = "") -> None:
-        """Count an event: 'in' (received), 'dropped' (overwritten unprocessed), 'rejected'."""
+    def count(self, what: str) -> None:
+        """Count an event: 'in' (received) or 'dropped' (overwritten unprocessed)."""
         with self._lock:
             self._period[what] += 1
             self._totals[what] += 1
-            if what == "rejected":
-                self._last_rejection = reason
+
+    def rejected(self, reason: str, detail: str) -> None:
+        """An input could not be used: counted per `reason`, `detail` shown in the message."""
+        with self._lock:
+            self._period["rejected"] += 1
+            self._totals["rejected"] += 1
+            self._rejections[reason] += 1
+            self._last_rejection = detail
+
+    def stream_reset(self, reason: str) -> None:
+        """The camera's stream started over (bag loop, gap, resolution change)."""
+        with self._lock:
+            self._resets[reason] += 1
 
     def processed(self, report: FrameReport) -> None:
         """A frame went through the model and its outputs were published."""
@@ -78,6 +93,7 @@ class CameraStats:
         """The model raised on a frame."""
         with self._lock:
             self._error = error
+            self._model_errors += 1
 
     def status(self, context: Context, period_s: float) -> DiagnosticStatus:
         """Status over the period since the previous call; resets the period counters."""
@@ -86,6 +102,9 @@ class CameraStats:
             latencies = np.array(self._latencies) if self._latencies else None
             last, error, totals = self._last, self._error, dict(self._totals)
             rejection = self._last_rejection
+            counters = {**{f"inputs rejected: {r}": n for r, n in sorted(self._rejections.items())},
+                        **{f"stream resets: {r}": n for r, n in sorted(self._resets.items())},
+                        "model errors": self._model_errors}
         p50, p95 = (np.percentile(latencies, [50, 95]) if latencies is not None
                     else (float("nan"), float("nan")))
         level, message = _level(period, totals, last, error, context, p50, rejection)
@@ -96,6 +115,7 @@ class CameraStats:
             "frames processed": totals["out"],
             "frames dropped (newest kept)": totals["dropped"],
             "inputs rejected": totals["rejected"],
+            **counters,
             "latency p50 ms": f"{p50:.1f}",
             "latency p95 ms": f"{p95:.1f}",
             "target latency ms": f"{context.target_latency_ms:.0f}",
@@ -126,6 +146,7 @@ def _frame_values(last: FrameReport | None) -> dict[str, str]:
         "gflops dense": f"{last.gflops_dense:.2f}",
         "gflops savings vs dense": f"{savings * 100:.0f}%",
         "detections": str(last.detections),
+        "stream state MB": f"{last.stream_bytes / 1e6:.3f}",
     }
 
 

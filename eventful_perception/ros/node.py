@@ -1,75 +1,165 @@
-"""The `eventful_detector` node: cameras in, detections + compute usage + diagnostics out."""
+"""The `eventful_detector` node: cameras in, detections + compute usage + diagnostics out.
+
+It is a lifecycle (managed) node. With `managed: false` (the default) it configures and
+activates itself at start-up; with `managed: true` it waits in `unconfigured` for a lifecycle
+manager (or `ros2 lifecycle set`): configure loads the model and creates the publishers,
+activate subscribes and starts the inference thread, deactivate unsubscribes, cleanup releases
+the model.
+"""
 from __future__ import annotations
 
-import threading
+import signal
 import time
-import traceback
 from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterException
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import BatteryState
 from std_msgs.msg import Float32
-import torch
 
-import eventful_perception
-from eventful_perception.ros.camera import Camera
-from eventful_perception.ros.diagnostics import Context
-from eventful_perception.ros.params import TABLE, Settings
+from eventful_perception.ros import model as models
+from eventful_perception.ros.camera import CameraPipeline
+from eventful_perception.ros.camera_input import CameraInput
+from eventful_perception.ros.diagnostics import CameraStats, Context
+from eventful_perception.ros.params import SPECS, TABLE, Settings, as_declared_type
 from eventful_perception.ros.system_load import Battery, CpuLoad
+from eventful_perception.ros.worker import Camera, InferenceWorker
 
 DIAGNOSTICS_PERIOD_S = 1.0
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class EventfulDetectorNode(Node):
+class StartupError(Exception):
+    """The node cannot start; the message says why in one line."""
+
+
+class EventfulDetectorNode(LifecycleNode):
     """Runs one shared Eventful detector over one stateful stream per camera."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("eventful_detector", **kwargs)
+        self._coerce_overrides()
         for spec in TABLE:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._settings = Settings.from_values(self._values())
+        self.add_pre_set_parameters_callback(self._coerce)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        settings = self._settings
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        self.get_logger().info(f"loading model {settings.model!r} on {settings.device}, "
-                               f"{torch.get_num_threads()} CPU threads")
-        self._model = eventful_perception.load_model(settings.model, settings.device,
-                                                     short_side=settings.short_side or None)
-        self._wake_event, self._stop = threading.Event(), threading.Event()
-        self._cameras = [Camera(self, name, settings, self._model, self._wake_event.set)
-                         for name in settings.cameras]
-        for camera in self._cameras:
-            camera.publish_label_info(list(self._model.labels), settings.score_threshold)
+        self._model: models.DetectorModel | None = None
+        self._cameras: list[Camera] = []
+        self._worker: InferenceWorker | None = None
+        self._robot_inputs: list[Any] = []  # battery and CPU load, only while active
+        self._timer: Any = None  # diagnostics, only while active
         self._battery, self._cpu = Battery(), CpuLoad()
-        self.create_subscription(BatteryState, "battery_state", self._on_battery, 10)
-        self.create_subscription(Float32, "cpu_load", self._on_cpu_load, 10)
+        self._failure, self.worker_error = "", ""
+        if self._settings.managed:
+            self.get_logger().info("managed: waiting for configure (ros2 lifecycle set)")
+            return
+        if self.trigger_configure() != SUCCESS or self.trigger_activate() != SUCCESS:
+            raise StartupError(self._failure or "configure or activate failed (see the log above)")
+
+    # Lifecycle ------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and create each camera's stream and publishers."""
+        settings = self._settings
+        self.get_logger().info(f"loading model {settings.model!r} on {settings.device}")
+        try:
+            self._model = models.load(settings.model, settings.device, settings.short_side,
+                                      settings.threads)
+        except models.ModelLoadError as error:
+            self._failure = str(error)
+            if settings.managed:
+                self.get_logger().error(f"configure failed: {error}")
+            return FAILURE
+        for name in settings.cameras:
+            stats = CameraStats(name)
+            pipeline = CameraPipeline(self, name, settings, self._model, stats)
+            pipeline.publish_label_info(list(self._model.labels), settings.score_threshold)
+            self._cameras.append(Camera(name, stats, pipeline))
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the cameras, battery and CPU load; start the inference thread."""
+        settings = self._settings
+        self._worker = InferenceWorker(self._cameras, self._step, self._on_worker_failure)
+        for camera in self._cameras:
+            camera.input = CameraInput(self, camera.name, settings.transport,
+                                       settings.image_qos, camera.stats, self._worker.wake)
+        self._robot_inputs = [
+            self.create_subscription(BatteryState, "battery_state", self._on_battery, 10),
+            self.create_subscription(Float32, "cpu_load", self._on_cpu_load, 10)]
+        self._timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_timer)
         self._last_diagnostics = time.monotonic()
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._on_timer)
-        self.worker_error = ""
-        self._worker = threading.Thread(target=self._run_worker, name="inference", daemon=True)
-        self._worker.start()
         self.get_logger().info(
             f"ready: {len(self._cameras)} camera(s) "
-            f"[{', '.join(camera.topic for camera in self._cameras)}]")
+            f"[{', '.join(camera.input.topic for camera in self._cameras)}]")
+        return SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the inference thread (after the frame in flight)."""
+        self._deactivate()
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model, the streams and the publishers."""
+        self._cleanup()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Shutdown from any state: deactivate and clean up what exists."""
+        self._deactivate()
+        self._cleanup()
+        return SUCCESS
 
     def destroy_node(self) -> None:
         """Stop the inference thread before the node's publishers go away."""
-        self._stop.set()
-        self._wake_event.set()
-        self._worker.join()
+        self._deactivate()
         super().destroy_node()
 
+    def _deactivate(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        for camera in self._cameras:
+            if camera.input is not None:
+                camera.input.close()
+                camera.input = None
+        for subscription in self._robot_inputs:
+            self.destroy_subscription(subscription)
+        if self._timer is not None:
+            self.destroy_timer(self._timer)
+        self._robot_inputs, self._timer = [], None
+
+    def _cleanup(self) -> None:
+        if self._model is None:
+            return
+        for camera in self._cameras:
+            camera.pipeline.close()
+        self.destroy_publisher(self._diagnostics)
+        self._cameras, self._model = [], None
+        models.release_memory()
+        self.get_logger().info("model released")
+
+    # Parameters -----------------------------------------------------------------------------
     def _values(self) -> dict[str, Any]:
         return {spec.name: self.get_parameter(spec.name).value for spec in TABLE}
+
+    def _coerce_overrides(self) -> None:
+        # `-p token_budget:=1` and `token_budget: 1` in a params file arrive as integers, which
+        # declare_parameter would refuse for a double; the set service goes through `_coerce`.
+        self._parameter_overrides = {
+            name: self._coerce([parameter])[0] if name in SPECS else parameter
+            for name, parameter in self._parameter_overrides.items()}
+
+    @staticmethod
+    def _coerce(parameters: list[Parameter]) -> list[Parameter]:
+        return [Parameter(p.name, value=as_declared_type(p.name, p.value)) for p in parameters]
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         values = self._values()
@@ -81,11 +171,23 @@ class EventfulDetectorNode(Node):
         self._settings = settings  # picked up by the inference thread at its next frame
         return SetParametersResult(successful=True)
 
+    # Inputs, frames and diagnostics ---------------------------------------------------------
     def _on_battery(self, msg: BatteryState) -> None:
         self._battery = Battery.from_report(msg.percentage, msg.power_supply_status)
 
     def _on_cpu_load(self, msg: Float32) -> None:
         self._cpu.report(msg.data, time.monotonic())
+
+    def _step(self, camera: Camera, msg: Any) -> None:
+        load, _ = self._cpu.current(time.monotonic())
+        camera.pipeline.process(msg, self._settings, self._battery, load)
+
+    def _on_worker_failure(self, text: str) -> None:
+        if not self.context.ok():
+            return  # rclpy's signal handler shut the context down while a frame was in flight
+        self.worker_error = text
+        self.get_logger().fatal(f"inference thread failed:\n{text}")
+        self.context.try_shutdown()
 
     def _on_timer(self) -> None:
         now = time.monotonic()
@@ -96,45 +198,22 @@ class EventfulDetectorNode(Node):
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         for camera in self._cameras:
-            camera.match_qos(settings.image_qos)
-            silence = camera.check_silence(now)
+            camera.input.match_qos(settings.image_qos)
             context = Context(
-                hardware_id=self.get_fully_qualified_name(), topic=camera.topic,
-                publishers=camera.publishers(), qos=camera.qos_text(),
+                hardware_id=self.get_fully_qualified_name(), topic=camera.input.topic,
+                publishers=camera.input.publishers(), qos=camera.input.qos_text(),
                 target_latency_ms=settings.target_latency_ms, battery=self._battery.describe(),
                 cpu_load="unknown" if load is None else f"{load:.2f} ({source})",
-                silence=silence)
+                silence=camera.input.check_silence(now))
             array.status.append(camera.stats.status(context, max(period, 1e-3)))
         self._diagnostics.publish(array)
 
-    def _run_worker(self) -> None:
-        try:
-            self._work()
-        except Exception:  # noqa: BLE001 - reported, then the node shuts down instead of hanging
-            if not self.context.ok():
-                return  # rclpy's signal handler shut the context down while a frame was in flight
-            self.worker_error = traceback.format_exc()
-            self.get_logger().fatal(f"inference thread failed:\n{self.worker_error}")
-            self.context.try_shutdown()
 
-    def _work(self) -> None:
-        # Cameras take turns; a frame arriving meanwhile replaces the waiting one (no backlog).
-        turn = 0
-        while not self._stop.is_set():
-            self._wake_event.wait()
-            self._wake_event.clear()
-            pending = True
-            while pending and not self._stop.is_set():
-                pending = False
-                for offset in range(len(self._cameras)):
-                    camera = self._cameras[(turn + offset) % len(self._cameras)]
-                    msg = camera.take()
-                    if msg is None:
-                        continue
-                    load, _ = self._cpu.current(time.monotonic())
-                    camera.process(msg, self._settings, self._battery, load)
-                    pending = True
-                turn += 1
+def _ignore_interrupts() -> None:
+    # Under `ros2 launch`, Ctrl-C reaches the node twice (the terminal's SIGINT, then the one
+    # launch forwards): a second KeyboardInterrupt during clean-up would leave half-destroyed
+    # entities and a thread in flight (exit -2 or 134). Once shutting down, ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -151,11 +230,12 @@ def main(args: list[str] | None = None) -> None:
         # that is a normal shutdown; anything else is a real error.
         if rclpy.ok():
             raise
-    except (ParameterException, ValueError, FileNotFoundError) as error:
-        # Bad parameters or a missing model: say why in one line, no traceback.
+    except (ParameterException, ValueError, StartupError) as error:
+        # Bad parameters or a model that cannot be loaded: say why in one line, no traceback.
         rclpy.logging.get_logger("eventful_detector").fatal(f"cannot start: {error}")
         raise SystemExit(1) from None
     finally:
+        _ignore_interrupts()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -1,12 +1,13 @@
 """The node's parameters: one table with descriptors, and validation of a whole candidate set.
 
 Dynamic parameters are validated when set and applied at the next frame; read-only ones
-(model, device, cameras, transport) need a restart.
+(model, device, cameras, transport, managed) need a restart. Integers are accepted for double
+parameters (see `as_declared_type`).
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, make_dataclass
 from typing import Any, Iterable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -74,6 +75,9 @@ TABLE: tuple[Spec, ...] = (
          "with policy=threshold", bounds=(0.0, 1000.0)),
     Spec("refresh_interval", 0, "frames between full (dense) updates that clear accumulated "
          "error; 0 = never", bounds=(0, 100000)),
+    Spec("max_frame_gap_s", 10.0, "a frame stamped more than this many seconds after the "
+         "previous one starts the camera's stream over (every token recomputed); 0 = never. "
+         "A stamp going backwards (a bag that loops) always does", bounds=(0.0, 3600.0)),
     Spec("score_threshold", 0.5, "detections below this score are not published",
          bounds=(0.0, 1.0)),
     Spec("target_latency_ms", 0.0, "adaptive mode steers the budget toward this per-frame "
@@ -91,79 +95,55 @@ TABLE: tuple[Spec, ...] = (
          "(1 = no smoothing)", bounds=(0.01, 1.0)),
     Spec("publish_detection_image", True, "publish detection_image (only drawn while someone "
          "subscribes)"),
+    Spec("managed", False, "true: a lifecycle node that waits for configure/activate (model "
+         "loaded on configure, subscriptions only while active); false: starts active",
+         read_only=True),
 )
+SPECS = {spec.name: spec for spec in TABLE}
 
 
-@dataclass(frozen=True)
-class Settings:
-    """A validated snapshot of every parameter, taken at a frame boundary."""
-
-    model: str
-    device: str
-    short_side: int
-    threads: int
-    cameras: tuple[str, ...]
-    transport: str
-    image_qos: str
-    token_budget: float
-    budget_mode: str
-    policy: str
-    threshold: float
-    refresh_interval: int
-    score_threshold: float
-    target_latency_ms: float
-    min_budget: float
-    battery_low: float
-    battery_critical: float
-    cpu_load_high: float
-    cpu_load_critical: float
-    budget_smoothing: float
-    publish_detection_image: bool
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> Settings:
-        """Build from parameter values; raise ValueError naming the first invalid one."""
-        problem = find_problem(values)
-        if problem:
-            raise ValueError(problem)
-        kwargs = {f.name: values[f.name] for f in fields(cls)}
-        kwargs["cameras"] = tuple(values["cameras"])
-        return cls(**kwargs)
-
-    def budget_config(self) -> BudgetConfig:
-        """The budget controller's view of these settings."""
-        return BudgetConfig(mode=self.budget_mode, min_budget=self.min_budget,
-                            battery_low=self.battery_low, battery_critical=self.battery_critical,
-                            cpu_high=self.cpu_load_high, cpu_critical=self.cpu_load_critical,
-                            target_latency_ms=self.target_latency_ms,
-                            smoothing=self.budget_smoothing)
+def _field_type(spec: Spec) -> type:
+    return tuple if isinstance(spec.default, list) else type(spec.default)
 
 
-def find_problem(values: Mapping[str, Any]) -> str | None:
-    """Why this complete set of parameter values is invalid, or None.
+def _from_values(cls: type, values: Mapping[str, Any]) -> Any:
+    """Build from parameter values; raise ValueError naming the first invalid one.
 
     Checks what descriptors cannot express: choices, camera names and relations between values.
     """
     missing = [spec.name for spec in TABLE if spec.name not in values]
     if missing:
-        return f"missing parameters: {', '.join(missing)}"
+        raise ValueError(f"missing parameters: {', '.join(missing)}")
+    values = {spec.name: as_declared_type(spec.name, values[spec.name]) for spec in TABLE}
     for spec in TABLE:
         if spec.choices and values[spec.name] not in spec.choices:
-            return (f"{spec.name} must be one of {', '.join(spec.choices)}, "
-                    f"got {values[spec.name]!r}")
+            raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, "
+                             f"got {values[spec.name]!r}")
     problem = _camera_problem(values["cameras"])
     if problem:
-        return problem
-    try:
-        BudgetConfig(mode=values["budget_mode"], min_budget=values["min_budget"],
-                     battery_low=values["battery_low"],
-                     battery_critical=values["battery_critical"],
-                     cpu_high=values["cpu_load_high"], cpu_critical=values["cpu_load_critical"],
-                     target_latency_ms=values["target_latency_ms"],
-                     smoothing=values["budget_smoothing"])
-    except ValueError as error:
-        return str(error)
-    return None
+        raise ValueError(problem)
+    budget = BudgetConfig(**{f.name: values[f.name] for f in fields(BudgetConfig)})
+    return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()},
+               budget=budget)
+
+
+# One field per TABLE entry (a list parameter becomes a tuple) plus `budget`, the controller's
+# BudgetConfig built once from its parameters: a new parameter needs only its TABLE entry.
+Settings = make_dataclass(
+    "Settings", [(spec.name, _field_type(spec)) for spec in TABLE] + [("budget", BudgetConfig)],
+    frozen=True, namespace={
+        "__doc__": "A validated snapshot of every parameter, taken at a frame boundary.",
+        "from_values": classmethod(_from_values)})
+
+
+def as_declared_type(name: str, value: Any) -> Any:
+    """`value` as the type `name` was declared with: an integer given for a double parameter
+    becomes a float (`ros2 param set ... token_budget 1` sends an integer); the rest is kept."""
+    spec = SPECS.get(name)
+    if (spec is not None and isinstance(spec.default, float) and isinstance(value, int)
+            and not isinstance(value, bool)):
+        return float(value)
+    return value
 
 
 def _camera_problem(cameras: Iterable[str]) -> str | None:

@@ -1,0 +1,66 @@
+"""Unit tests of the pieces behind the fault handling (no node process)."""
+import subprocess
+import sys
+from dataclasses import fields
+
+import cv2
+import numpy as np
+import pytest
+
+from eventful_perception.ros.budget import BudgetConfig
+from eventful_perception.ros.conversions import compressed_size
+from eventful_perception.ros.faults import BACKWARDS, GAP, LogThrottle, stamp_fault
+from eventful_perception.ros.params import TABLE, Settings, as_declared_type
+
+S = 10**9
+
+
+def test_stamps_backwards_or_after_a_gap_restart_the_stream():
+    assert stamp_fault(None, 5 * S, 10.0) == ""  # first frame
+    assert stamp_fault(5 * S, 6 * S, 10.0) == ""
+    assert stamp_fault(5 * S, 5 * S - 1, 10.0) == BACKWARDS
+    assert stamp_fault(5 * S, 16 * S, 10.0) == GAP
+    assert stamp_fault(5 * S, 15 * S, 10.0) == ""  # exactly the limit is no gap
+    assert stamp_fault(5 * S, 500 * S, 0.0) == ""  # 0 = no gap limit
+    assert stamp_fault(5 * S, 0, 10.0) == stamp_fault(0, 5 * S, 10.0) == ""  # unstamped
+
+
+def test_each_reason_is_let_through_once_per_period():
+    throttle = LogThrottle(period_s=5.0)
+    assert [throttle.allow("a", t) for t in (0.0, 1.0, 4.9, 5.0)] == [True, False, False, True]
+    assert throttle.allow("b", 1.0)  # another reason has its own period
+
+
+def test_settings_have_one_field_per_parameter_and_a_budget_config():
+    names = [f.name for f in fields(Settings)]
+    assert names == [spec.name for spec in TABLE] + ["budget"]
+    values = {spec.name: spec.default for spec in TABLE}
+    settings = Settings.from_values({**values, "cpu_load_high": 0.5, "battery_low": 1})
+    assert settings.cameras == ("",) and settings.budget.cpu_load_high == 0.5
+    assert settings.battery_low == 1.0 and isinstance(settings.battery_low, float)
+    assert {f.name for f in fields(BudgetConfig)} <= set(names)  # same names, no renaming
+    with pytest.raises(ValueError, match="need 0 <= cpu_load_high < cpu_load_critical"):
+        Settings.from_values({**values, "cpu_load_high": 1.0})
+
+
+def test_integers_become_floats_only_for_double_parameters():
+    assert as_declared_type("token_budget", 1) == 1.0 and isinstance(
+        as_declared_type("token_budget", 1), float)
+    assert as_declared_type("refresh_interval", 3) == 3  # an integer parameter stays integer
+    assert as_declared_type("token_budget", True) is True  # a bool is not a number here
+    assert as_declared_type("token_budget", "high") == "high"  # rclpy then refuses the type
+
+
+def test_compressed_size_is_read_from_the_header():
+    image = np.zeros((37, 53, 3), np.uint8)
+    for ext in (".png", ".jpg"):
+        data = cv2.imencode(ext, image)[1].tobytes()
+        assert compressed_size(data) == (53, 37)
+    assert compressed_size(b"\xff\xd8\xff") is None
+
+
+def test_bag_io_imports_no_rclpy():
+    code = ("import sys, eventful_perception.bag_io, eventful_perception.bags; "
+            "print('rclpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,58 @@
+"""Ctrl-C under `ros2 launch`: the node gets SIGINT twice (the terminal's, then the one launch
+forwards). `ros2 launch` is not available as a wheel, so this sends the two signals itself."""
+import signal
+import time
+
+from rclpy.duration import Duration
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray
+
+from node_harness import DetectorProcess, Peer, image_msg, reliable, tiny_yolos, video_frames
+
+SECOND_SIGNAL_AFTER_S = 0.05  # what the issue measured between the two signals
+
+
+def wait_for_log(process: DetectorProcess, text: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.output():
+        assert process.proc.poll() is None, process.output()
+        assert time.monotonic() < deadline, f"no {text!r} in:\n{process.output()}"
+        time.sleep(0.05)
+
+
+def interrupt_twice(process: DetectorProcess) -> tuple[int, str]:
+    process.proc.send_signal(signal.SIGINT)
+    time.sleep(SECOND_SIGNAL_AFTER_S)  # the stimulus's timing, not a synchronisation
+    process.proc.send_signal(signal.SIGINT)
+    return process.stop(timeout=60.0)
+
+
+def assert_clean(code: int, out: str) -> None:
+    assert code == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "terminate called" not in out, out
+
+
+def test_two_interrupts_while_idle_exit_cleanly():
+    process = DetectorProcess({"model": str(tiny_yolos()), "short_side": 128})
+    wait_for_log(process, "ready: ")
+    assert_clean(*interrupt_twice(process))
+
+
+def test_two_interrupts_with_a_frame_in_flight_exit_cleanly():
+    """The default model takes over a second per frame here, so the frame is still in the
+    model when the signals arrive (no detections came back before them)."""
+    process = DetectorProcess({"model": "default"})
+    peer = Peer()
+    try:
+        replies = peer.collect(Detection2DArray, "detections")
+        publisher = peer.node.create_publisher(Image, "image_raw", reliable())
+        peer.wait_for_reliable_match("image_raw", process, timeout=180.0)
+        publisher.publish(image_msg(video_frames(1)[0], 0))
+        assert publisher.wait_for_all_acked(Duration(seconds=30))  # the node has the frame
+        peer.executor.spin_once(timeout_sec=0.2)
+        assert replies == [], "the frame was already processed: nothing was in flight"
+        code, out = interrupt_twice(process)
+    finally:
+        peer.close()
+    assert_clean(code, out)

@@ -1,0 +1,102 @@
+"""Stream faults through the real node: a resolution change, stamps going backwards (a bag that
+loops), a gap of seconds, and a 60 Hz burst while the model runs at a few Hz."""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import psutil
+from diagnostic_msgs.msg import DiagnosticStatus
+
+from fault_helpers import NodeUnderFault, assert_same_detections, library_run
+from node_harness import image_msg, stamp_of, video_frames
+
+BURST_HZ = 60.0
+BURST_FRAMES = 120
+
+
+def test_resolution_change_stamps_backwards_and_a_gap_restart_the_stream():
+    frames = video_frames(9, size=(160, 120))
+    larger = cv2.resize(frames[4], (320, 240), interpolation=cv2.INTER_LINEAR)
+    node = NodeUnderFault({"max_frame_gap_s": 5.0})
+    try:
+        full = []
+
+        def send(frame: np.ndarray, index: int, nanosec: int = 0):
+            msg = image_msg(frame, index)
+            msg.header.stamp.nanosec = nanosec
+            reply = node.send(msg)
+            usage = node.usage_of(msg)
+            full.append(usage.tokens_updated == usage.tokens_total)
+            return reply
+
+        for i in range(4):
+            send(frames[i], i)
+        resized = send(larger, 4)
+        continued = send(frames[5], 5)
+        looped = send(frames[6], 0, nanosec=1)  # the bag starts over: stamp 1000.000000001 s
+        send(frames[7], 1)
+        gap = send(frames[8], 60)  # 59 s later
+        node.wait_for_value("stream resets: gap between frames", "1")
+        final = node.values()
+    finally:
+        log = node.close()
+    # new stream, 3 updates, 320x240, back to 160x120, loop, 1 s later, 59 s later
+    assert full == [True, False, False, False, True, True, True, False, True]
+    assert final["stream resets: resolution changed"] == "2"  # to 320x240 and back
+    assert final["stream resets: timestamps went backwards"] == "1"
+    assert "stream reset: timestamps went backwards" in log
+    # After each restart the answer is the one of a fresh stream: exact, not stale.
+    for reply, frame in ((resized, larger), (continued, frames[5]), (looped, frames[6]),
+                         (gap, frames[8])):
+        assert_same_detections(reply, library_run([frame])[0])
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
+    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens)."""
+    frames = video_frames(8)
+    node = NodeUnderFault({"short_side": 800})
+    try:
+        for i in range(3):  # warm up, so the memory before the burst is the steady state
+            node.send(image_msg(frames[i], i))
+        before_mb = rss_mb(node.process.proc.pid)
+        sent = [image_msg(frames[i % len(frames)], 10 + i) for i in range(BURST_FRAMES)]
+        for i, msg in enumerate(sent):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = 1010, int(i * 1e9 / BURST_HZ)
+        start = time.monotonic()
+        for msg in sent:
+            node.publisher.publish(msg)
+            node.peer.executor.spin_once(timeout_sec=1.0 / BURST_HZ)
+        published_at = time.monotonic()
+        node.peer.spin_until(lambda: any(stamp_of(d) == stamp_of(sent[-1])
+                                         for d in node.detections), 60.0,
+                             "the newest frame's detections", node.process)
+        age_s = time.monotonic() - published_at
+        after_mb = rss_mb(node.process.proc.pid)
+        node.usage_of(sent[-1])
+        burst = [u for u in node.usage if u.header.stamp.sec == 1010]
+        status = node.wait_for_value("frames processed", str(3 + len(burst)))
+        values = node.values()
+        warned = [s for a in node.arrays for s in a.status
+                  if s.level == DiagnosticStatus.WARN and "frames dropped" in s.message]
+    finally:
+        node.close()
+    received, dropped = int(values["frames received"]), int(values["frames dropped (newest kept)"])
+    latency_s = max(u.latency_ms for u in burst) / 1e3
+    print(f"burst: sent {BURST_FRAMES}, received {received - 3}, processed {len(burst)}, "
+          f"dropped {dropped}, newest answered {age_s:.2f} s after publishing (max latency "
+          f"{latency_s:.2f} s), RSS {before_mb:.0f} -> {after_mb:.0f} MB")
+    assert status is not None and received <= 3 + BURST_FRAMES
+    assert len(burst) + dropped == received - 3  # every received frame processed or dropped
+    assert dropped > 0 and len(burst) < BURST_FRAMES / 4, (len(burst), dropped)
+    assert warned, "no WARN status reported the dropped frames"
+    stamps = [stamp_of(u) for u in burst]
+    assert stamps == sorted(stamps) and stamps[-1] == stamp_of(sent[-1])  # newest, in order
+    # No backlog: the newest frame waited for at most the frame in flight, not for a queue.
+    assert age_s <= 3 * latency_s + 1.0, (age_s, latency_s, time.monotonic() - start)
+    assert after_mb - before_mb < 50, (before_mb, after_mb)  # 120 queued frames: +110 MB
