@@ -42,15 +42,19 @@ def label_color(label: str) -> tuple[int, int, int]:
 
 
 def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                    labels: Sequence[str]) -> np.ndarray:
-    """Boxes (K, 4) x1, y1, x2, y2 with "label 0.87" captions drawn onto a copy of `image` (H, W, 3)."""
+                    labels: Sequence[str], ids: Sequence[str] | None = None) -> np.ndarray:
+    """Boxes (K, 4) x1, y1, x2, y2 with "#id label 0.87" captions drawn onto a copy of `image`
+    (H, W, 3). A tracked box (non-empty id) is coloured by its ID, so a switch shows as a new
+    colour; an untracked one by its label."""
     out = np.ascontiguousarray(image).copy()
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for box, score, label in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1), labels):
+    ids = [""] * len(labels) if ids is None else ids
+    for box, score, label, track_id in zip(np.asarray(boxes).reshape(-1, 4),
+                                           np.asarray(scores).reshape(-1), labels, ids):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = label_color(label)
+        color = label_color(f"#{track_id}" if track_id else label)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
-        caption = f"{label} {score:.2f}"
+        caption = f"#{track_id} {label} {score:.2f}" if track_id else f"{label} {score:.2f}"
         (w, h), baseline = cv2.getTextSize(caption, _FONT, 0.45, 1)
         top = max(y1 - h - baseline - 2, 0)
         cv2.rectangle(out, (x1, top), (x1 + w + 4, top + h + baseline + 2), color, cv2.FILLED)
@@ -84,8 +88,10 @@ def draw_text_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 def annotate(image: np.ndarray, detections: DetectionsLike | None, usage: UsageLike,
-             budget: float | None = None) -> np.ndarray:
-    """`image` with the detections and the budget / tokens / GFLOPs overlay drawn on a copy."""
+             budget: float | None = None, ids: Sequence[str] | None = None) -> np.ndarray:
+    """`image` with the detections (and their track `ids`) and the budget / tokens / GFLOPs
+    overlay drawn on a copy."""
     if detections is not None:
-        image = draw_detections(image, detections.boxes, detections.scores, detections.labels)
+        image = draw_detections(image, detections.boxes, detections.scores, detections.labels,
+                                ids)
     return draw_text_panel(image, usage_lines(usage, budget))

@@ -21,6 +21,7 @@ from eventful_perception.ros.budget import BudgetController, BudgetDecision, Bud
 from eventful_perception.ros.diagnostics import CameraStats, FrameReport
 from eventful_perception.ros.params import Settings
 from eventful_perception.ros.system_load import Battery
+from eventful_perception.tracking import StreamTracker
 
 try:  # Jazzy and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -44,6 +45,7 @@ class Camera:
         self._budget, self._latency_ms = BudgetController(), None
         self._node, self._wake, self._model = node, wake, model
         self._stream = self._new_stream(settings.refresh_interval)
+        self._tracker: StreamTracker | None = None  # made at the first frame with tracking on
         prefix = f"{name}/" if name else ""
         compressed = settings.transport == "compressed"
         self._topic = prefix + ("image_raw/compressed" if compressed else "image_raw")
@@ -158,7 +160,7 @@ class Camera:
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
             cpu_load=cpu_load, latency_ms=self._latency_ms))
         if settings.refresh_interval != self._stream.config.refresh_interval:
-            self._stream = self._new_stream(settings.refresh_interval)
+            self._stream, self._tracker = self._new_stream(settings.refresh_interval), None
         threshold = settings.threshold if settings.policy == "threshold" else None
         try:
             result = self._model(rgb, self._stream, budget=decision.effective,
@@ -169,15 +171,28 @@ class Camera:
                                           throttle_duration_sec=5.0)
             return
         detections = result.detections or Detections.empty()
+        ids = self._track(detections, rgb.shape[:2], msg.header.stamp, settings)
         self._detections.publish(conversions.detections_to_msg(
-            msg.header, detections.boxes, detections.scores, detections.labels))
+            msg.header, detections.boxes, detections.scores, detections.labels, ids))
         self._latency_ms = (time.perf_counter() - start) * 1000.0
         self._publish_usage(msg.header, decision, result.usage)
         if settings.publish_detection_image and self._image.get_subscription_count() > 0:
-            self._publish_overlay(msg.header, rgb, detections, decision, result.usage)
+            self._publish_overlay(msg.header, rgb, detections, ids, decision, result.usage)
         self.stats.processed(FrameReport(
             self._latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
             result.usage.gflops, result.usage.gflops_dense, len(detections)))
+
+    def _track(self, detections: Detections, frame_size: tuple[int, int], stamp: Any,
+               settings: Settings) -> list[str] | None:
+        """Track IDs (None with tracking off); a new tracker whenever its parameters change."""
+        if not settings.tracking:
+            self._tracker = None
+            return None
+        config = settings.tracker_config()
+        if self._tracker is None or self._tracker.config != config:
+            self._tracker = StreamTracker(config)
+        return self._tracker.update(detections.boxes, detections.scores, frame_size,
+                                    stamp.sec + stamp.nanosec * 1e-9)
 
     def _new_stream(self, refresh_interval: int) -> Any:
         return self._model.new_stream(StreamConfig(refresh_interval=refresh_interval),
@@ -192,11 +207,11 @@ class Camera:
             latency_ms=float(self._latency_ms)))
 
     def _publish_overlay(self, header: Any, rgb: Any, detections: Detections,
-                         decision: BudgetDecision, usage: Any) -> None:
+                         ids: list[str] | None, decision: BudgetDecision, usage: Any) -> None:
         summary = (f"budget {decision.effective:.2f} ({decision.reason}) | tokens "
                    f"{usage.tokens_updated}/{usage.tokens_total} | {usage.gflops:.1f}/"
                    f"{usage.gflops_dense:.1f} GFLOPs | {self._latency_ms:.0f} ms")
-        image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels)
+        image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels, ids)
         image = draw_text_panel(image, [summary])
         self._image.publish(conversions.rgb_to_image(image, header))
 

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from eventful_perception.ros.budget import MODES, BudgetConfig
+from eventful_perception.tracking import TrackerConfig
 
 POLICIES = ("top_r", "threshold")
 DEVICES = ("cpu", "cuda", "auto")
@@ -88,6 +89,19 @@ TABLE: tuple[Spec, ...] = (
          "(1 = no smoothing)", bounds=(0.01, 1.0)),
     Spec("publish_detection_image", True, "publish detection_image (only drawn while someone "
          "subscribes)"),
+    Spec("tracking", True, "track objects per camera (ByteTrack): Detection2D.id carries a track "
+         "ID that stays the same while the object is tracked ('' = not yet confirmed); off = ''"),
+    Spec("tracking_activation_threshold", 0.25, "detections scoring at least this can continue "
+         "tracks in the first association, and start new ones at 0.1 above it",
+         bounds=(0.0, 1.0)),
+    Spec("tracking_lost_frames", 30, "processed frames a lost track is kept to be found again "
+         "with the same ID", bounds=(1, 10000)),
+    Spec("tracking_matching_threshold", 0.8, "highest IoU distance (1 - IoU, weighted by the "
+         "score) at which a detection continues a track", bounds=(0.0, 1.0)),
+    Spec("tracking_min_frames", 1, "frames an object must be tracked before it gets an ID",
+         bounds=(1, 100)),
+    Spec("tracking_max_gap_s", 5.0, "a header stamp jump forward by more than this (or any jump "
+         "backward) restarts the camera's tracks", bounds=(0.001, 86400.0)),
 )
 
 
@@ -115,6 +129,12 @@ class Settings:
     cpu_load_critical: float
     budget_smoothing: float
     publish_detection_image: bool
+    tracking: bool
+    tracking_activation_threshold: float
+    tracking_lost_frames: int
+    tracking_matching_threshold: float
+    tracking_min_frames: int
+    tracking_max_gap_s: float
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Settings:
@@ -133,6 +153,10 @@ class Settings:
                             cpu_high=self.cpu_load_high, cpu_critical=self.cpu_load_critical,
                             target_latency_ms=self.target_latency_ms,
                             smoothing=self.budget_smoothing)
+
+    def tracker_config(self) -> TrackerConfig:
+        """The tracker's view of these settings (its fields are the `tracking_*` parameters)."""
+        return _tracker_config(self.__dict__)
 
 
 def find_problem(values: Mapping[str, Any]) -> str | None:
@@ -157,9 +181,14 @@ def find_problem(values: Mapping[str, Any]) -> str | None:
                      cpu_high=values["cpu_load_high"], cpu_critical=values["cpu_load_critical"],
                      target_latency_ms=values["target_latency_ms"],
                      smoothing=values["budget_smoothing"])
+        _tracker_config(values)
     except ValueError as error:
         return str(error)
     return None
+
+
+def _tracker_config(values: Mapping[str, Any]) -> TrackerConfig:
+    return TrackerConfig(**{f.name: values[f"tracking_{f.name}"] for f in fields(TrackerConfig)})
 
 
 def _camera_problem(cameras: Iterable[str]) -> str | None:
