@@ -207,3 +207,18 @@ def test_pan_offsets_slide_and_turn_at_the_edges():
     assert [int(c[0, 0, 0]) for c in crops] == [0, 3, 6, 3, 0]
     with pytest.raises(ValueError, match="crop width"):
         next(panning(frames, width=21))
+
+
+def test_drawn_boxes_carry_their_track_id():
+    from eventful_perception import drawing
+
+    image = np.zeros((120, 200, 3), np.uint8)
+    boxes = np.array([[20, 50, 80, 110], [120, 50, 180, 110]])
+    drawn = drawing.draw_detections(image, boxes, np.array([0.9, 0.8]), ["person"] * 2, ["7", ""])
+    assert tuple(drawn[80, 20]) == drawing.label_color("#7")  # tracked: the ID's colour
+    assert tuple(drawn[80, 120]) == drawing.label_color("person")  # untracked: the label's
+    assert drawing.label_color("#7") != drawing.label_color("#8")
+    # The caption "#7 person 0.90" is wider than "person 0.90": its filled panel reaches further.
+    plain = drawing.draw_detections(image, boxes[:1], np.array([0.9]), ["person"])
+    captioned = drawing.draw_detections(image, boxes[:1], np.array([0.9]), ["person"], ["7"])
+    assert (captioned[40] != 0).any(axis=1).sum() > (plain[40] != 0).any(axis=1).sum()
