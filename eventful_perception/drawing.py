@@ -36,7 +36,16 @@ class UsageLike(Protocol):
 
 def label_color(label: str) -> tuple[int, int, int]:
     """A bright colour that is the same for a label in every run and process."""
-    hue = zlib.crc32(label.encode()) % 180
+    return _hue_color(zlib.crc32(label.encode()) % 180)
+
+
+def track_color(track_id: str) -> tuple[int, int, int]:
+    """A bright colour per track ID; consecutive numeric IDs are 111 of 180 hues apart (the
+    golden ratio), so neighbours in time never look alike."""
+    return _hue_color(int(track_id) * 111 % 180) if track_id.isdigit() else label_color(track_id)
+
+
+def _hue_color(hue: int) -> tuple[int, int, int]:
     hsv = np.array([[[hue, 200, 255]]], np.uint8)
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
@@ -52,7 +61,7 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     for box, score, label, track_id in zip(np.asarray(boxes).reshape(-1, 4),
                                            np.asarray(scores).reshape(-1), labels, ids):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = label_color(f"#{track_id}" if track_id else label)
+        color = track_color(track_id) if track_id else label_color(label)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
         caption = f"#{track_id} {label} {score:.2f}" if track_id else f"{label} {score:.2f}"
         (w, h), baseline = cv2.getTextSize(caption, _FONT, 0.45, 1)

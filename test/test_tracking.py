@@ -215,9 +215,9 @@ def test_drawn_boxes_carry_their_track_id():
     image = np.zeros((120, 200, 3), np.uint8)
     boxes = np.array([[20, 50, 80, 110], [120, 50, 180, 110]])
     drawn = drawing.draw_detections(image, boxes, np.array([0.9, 0.8]), ["person"] * 2, ["7", ""])
-    assert tuple(drawn[80, 20]) == drawing.label_color("#7")  # tracked: the ID's colour
+    assert tuple(drawn[80, 20]) == drawing.track_color("7")  # tracked: the ID's colour
     assert tuple(drawn[80, 120]) == drawing.label_color("person")  # untracked: the label's
-    assert drawing.label_color("#7") != drawing.label_color("#8")
+    assert len({drawing.track_color(str(i)) for i in range(1, 30)}) == 29
     # The caption "#7 person 0.90" is wider than "person 0.90": its filled panel reaches further.
     plain = drawing.draw_detections(image, boxes[:1], np.array([0.9]), ["person"])
     captioned = drawing.draw_detections(image, boxes[:1], np.array([0.9]), ["person"], ["7"])
