@@ -4,8 +4,8 @@ Writes an annotated video (boxes, track IDs, labels, scores and the per-frame bu
 GFLOPs) and/or JSON lines, one per frame:
 `{"frame": i, "detections": [{"id": "3", "label": "person", "score": 0.87, "box": [x1, y1, x2, y2]},
   ...], "usage": {"tokens_updated": .., "tokens_total": .., "gflops": .., "gflops_dense": ..}}`
-with boxes in original-frame pixels; "id" is the ByteTrack track ID, the same as the node's
-`Detection2D.id` ("" while a new object is not yet confirmed, or with --no-tracking).
+with boxes in original-frame pixels; "id" is the track ID from the node's tracker
+(`Detection2D.id`; "" while a new object is not yet confirmed, or with --no-tracking).
 """
 from __future__ import annotations
 

@@ -184,7 +184,8 @@ class Camera:
 
     def _track(self, detections: Detections, frame_size: tuple[int, int], stamp: Any,
                settings: Settings) -> list[str] | None:
-        """Track IDs (None with tracking off); a new tracker whenever its parameters change."""
+        """Track IDs (None with tracking off); the tracks restart when a tracking parameter
+        changes or tracking is switched back on."""
         if not settings.tracking:
             self._tracker = None
             return None
