@@ -6,8 +6,10 @@ its detections the same way, and is compared with the reference per frame (CLEAR
 a correspondence is kept while its boxes overlap with IoU >= --iou, the rest are matched by
 Hungarian assignment on IoU). An ID switch: a reference track is matched to another track ID than
 the last time it was matched. A fragmentation: a reference track is covered, loses its match,
-and is covered again. Clips: the static video, and a panning crop of it (a window --crop-width px
-wide sliding --pan-step px per frame, turning at the edges). Example:
+and is covered again. A row of the dense boxes plus a pixel of Gaussian noise (--jitter) shows
+the metric's floor: what detections that barely differ already cost. Clips: the static video, and
+a panning crop of it (a window --crop-width px wide sliding --pan-step px per frame, turning at the
+edges). Example:
 
     nice -n 10 python benchmarks/bench_tracking.py --frames 100 --budgets 1 0.5 0.25 0.1
 """
@@ -46,6 +48,14 @@ class TrackErrors:
 
     def per_100(self, count: int) -> float:
         return 100.0 * count / max(self.frames, 1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One compared run: its tracks and its mean GFLOPs per frame."""
+
+    tracks: list[FrameTracks]
+    gflops: float
 
 
 def compare_tracks(reference: list[FrameTracks], hypothesis: list[FrameTracks],
@@ -105,37 +115,47 @@ def clip_frames(video: Path, frames: int, pan: bool, crop_width: int,
 
 
 def run_clip(model, frames: Iterator[np.ndarray], count: int, budgets: list[float], fps: float,
-             desc: str) -> tuple[list[FrameTracks], dict[float, list[FrameTracks]], dict[float, float]]:
-    """Reference tracks (dense), tracks per budget, mean GFLOPs per budget."""
-    streams = {budget: model.new_stream() for budget in budgets}
-    trackers = {budget: StreamTracker() for budget in [0.0, *budgets]}  # 0.0 = dense reference
-    tracks: dict[float, list[FrameTracks]] = {budget: [] for budget in trackers}
-    gflops = {budget: 0.0 for budget in budgets}
+             jitters: list[float], desc: str) -> tuple[list[FrameTracks], dict[str, Row]]:
+    """Reference tracks (dense) and a row per budget and per jitter of the dense boxes."""
+    streams = {f"{budget:g}": (budget, model.new_stream()) for budget in budgets}
+    noisy = {f"dense, boxes + {sigma:g} px noise": sigma for sigma in jitters}
+    trackers = {key: StreamTracker() for key in ["dense", *streams, *noisy]}
+    tracks: dict[str, list[FrameTracks]] = {key: [] for key in trackers}
+    gflops = {key: 0.0 for key in trackers}
+    rng = np.random.default_rng(0)
     for index, frame in enumerate(tqdm(frames, total=count, desc=desc, unit="frame")):
-        results = {0.0: model.dense(frame)}
-        results.update({b: model(frame, streams[b], budget=b) for b in budgets})
-        for budget, result in results.items():
-            boxes, scores = result.detections.boxes, result.detections.scores
-            ids = trackers[budget].update(boxes, scores, frame.shape[:2], index / fps)
-            tracks[budget].append((boxes, ids))
-            if budget:
-                gflops[budget] += result.usage.gflops / count
-    return tracks.pop(0.0), tracks, gflops
+        results = {"dense": model.dense(frame)}
+        results.update({key: model(frame, stream, budget=budget)
+                        for key, (budget, stream) in streams.items()})
+        detections = {key: (r.detections.boxes, r.detections.scores, r.usage.gflops)
+                      for key, r in results.items()}
+        boxes, scores, spent = detections["dense"]
+        detections.update({key: (boxes + rng.normal(0.0, sigma, boxes.shape).astype(np.float32),
+                                 scores, spent) for key, sigma in noisy.items()})
+        for key, (boxes, scores, spent) in detections.items():
+            ids = trackers[key].update(boxes, scores, frame.shape[:2], index / fps)
+            tracks[key].append((boxes, ids))
+            gflops[key] += spent / count
+    return tracks.pop("dense"), {key: Row(tracks[key], gflops[key]) for key in tracks}
 
 
-def report(name: str, reference: list[FrameTracks], tracks: dict[float, list[FrameTracks]],
-           gflops: dict[float, float], min_iou: float) -> list[str]:
-    """Markdown table rows for one clip."""
-    ref_ids = {track_id for _, ids in reference for track_id in ids if track_id}
-    rows = [f"{name}: {len(reference)} frames, {len(ref_ids)} reference tracks",
-            "| budget | ID switches / 100 frames | fragmentations / 100 frames | "
-            "reference covered | GFLOPs / frame |", "|---|---|---|---|---|"]
-    for budget, hypothesis in tracks.items():
-        errors = compare_tracks(reference, hypothesis, min_iou)
-        rows.append(f"| {budget:g} | {errors.per_100(errors.id_switches):.1f} | "
-                    f"{errors.per_100(errors.fragmentations):.1f} | "
-                    f"{errors.covered / max(errors.reference, 1):.1%} | {gflops[budget]:.1f} |")
-    return rows
+def report(name: str, reference: list[FrameTracks], rows: dict[str, Row],
+           min_iou: float) -> list[str]:
+    """Markdown table lines for one clip."""
+    lines = [f"{name}: {len(reference)} frames, {_count_ids(reference)} reference tracks",
+             "| budget | ID switches / 100 frames | fragmentations / 100 frames | "
+             "reference covered | tracks | GFLOPs / frame |", "|---|---|---|---|---|---|"]
+    for label, row in rows.items():
+        errors = compare_tracks(reference, row.tracks, min_iou)
+        lines.append(f"| {label} | {errors.per_100(errors.id_switches):.1f} | "
+                     f"{errors.per_100(errors.fragmentations):.1f} | "
+                     f"{errors.covered / max(errors.reference, 1):.1%} | "
+                     f"{_count_ids(row.tracks)} | {row.gflops:.1f} |")
+    return lines
+
+
+def _count_ids(tracks: list[FrameTracks]) -> int:
+    return len({track_id for _, ids in tracks for track_id in ids if track_id})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -145,11 +165,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='"default" or a checkpoint folder with a detection head')
     parser.add_argument("--video", default="vtest.avi", help="video file or set-up video name")
     parser.add_argument("--frames", type=int, default=100, help="frames per clip")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[1.0, 0.5, 0.25, 0.1])
-    parser.add_argument("--clips", nargs="+", default=["static", "pan"], choices=["static", "pan"])
+    parser.add_argument("--budgets", type=float, nargs="*", default=[1.0, 0.5, 0.25, 0.1],
+                        help="token budgets, one eventful stream each (none: only dense and "
+                             "--jitter rows)")
+    parser.add_argument("--clips", nargs="+", default=["static", "pan"], choices=["static", "pan"],
+                        help="static: the video as it is; pan: its panning crop")
     parser.add_argument("--crop-width", type=int, default=512, help="panning crop width in px")
     parser.add_argument("--pan-step", type=int, default=3, help="panning speed in px per frame")
     parser.add_argument("--iou", type=float, default=0.5, help="IoU for a track correspondence")
+    parser.add_argument("--jitter", type=float, nargs="*", default=[1.0],
+                        help="also track the dense boxes plus Gaussian noise of these std devs "
+                             "(px): the metric's floor for detections that barely differ")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     return parser.parse_args(argv)
@@ -173,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         name = (f"{video.name}, {args.crop_width} px crop panning {args.pan_step} px/frame"
                 if pan else f"{video.name}, static")
         frames = clip_frames(video, count, pan, args.crop_width, args.pan_step)
-        reference, tracks, gflops = run_clip(model, frames, count, args.budgets, fps, clip)
-        print("\n".join(report(name, reference, tracks, gflops, args.iou)) + "\n", flush=True)
+        reference, rows = run_clip(model, frames, count, args.budgets, fps, args.jitter, clip)
+        print("\n".join(report(name, reference, rows, args.iou)) + "\n", flush=True)
     return 0
 
 

@@ -67,3 +67,4 @@ def test_bench_runs_end_to_end_on_a_tiny_detector(bench, tiny_yolos_dir, capsys,
     assert "vtest.avi, static: 4 frames" in out
     assert "vtest.avi, 600 px crop panning 3 px/frame: 4 frames" in out
     assert out.count("| 1 | ") == 2 and out.count("| 0.5 | ") == 2
+    assert out.count("| dense, boxes + 1 px noise | ") == 2
