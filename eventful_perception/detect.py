@@ -1,10 +1,11 @@
 """`eventful-perception detect VIDEO`: stateful eventful detection over a video file, no ROS.
 
-Writes an annotated video (boxes, labels, scores and the per-frame budget / tokens / GFLOPs)
-and/or JSON lines, one per frame:
-`{"frame": i, "detections": [{"label": "person", "score": 0.87, "box": [x1, y1, x2, y2]}, ...],
-  "usage": {"tokens_updated": .., "tokens_total": .., "gflops": .., "gflops_dense": ..}}`
-with boxes in original-frame pixels.
+Writes an annotated video (boxes, track IDs, labels, scores and the per-frame budget / tokens /
+GFLOPs) and/or JSON lines, one per frame:
+`{"frame": i, "detections": [{"id": "3", "label": "person", "score": 0.87, "box": [x1, y1, x2, y2]},
+  ...], "usage": {"tokens_updated": .., "tokens_total": .., "gflops": .., "gflops_dense": ..}}`
+with boxes in original-frame pixels; "id" is the track ID from the node's tracker
+(`Detection2D.id`; "" while a new object is not yet confirmed, or with --no-tracking).
 """
 from __future__ import annotations
 
@@ -20,18 +21,21 @@ import numpy as np
 
 from eventful_perception import assets
 from eventful_perception.drawing import annotate
+from eventful_perception.tracking import UNTRACKED, StreamTracker
 
 if TYPE_CHECKING:
     from eventful_perception.models.base import EventfulViT
     from eventful_perception.models.results import Result
 
 
-def frame_record(index: int, result: Result) -> dict:
-    """The JSON-lines record of one frame's `Result`."""
+def frame_record(index: int, result: Result, ids: list[str] | None = None) -> dict:
+    """The JSON-lines record of one frame's `Result`, with the detections' track `ids`."""
     detections = []
     if result.detections is not None:
-        for box, score, label in zip(result.detections.boxes, result.detections.scores, result.detections.labels):
-            detections.append({"label": label, "score": round(float(score), 4),
+        ids = ids or [UNTRACKED] * len(result.detections)
+        for box, score, label, track_id in zip(result.detections.boxes, result.detections.scores,
+                                               result.detections.labels, ids):
+            detections.append({"id": track_id, "label": label, "score": round(float(score), 4),
                                "box": [round(float(v), 1) for v in box]})
     usage = result.usage
     return {"frame": index, "detections": detections,
@@ -65,14 +69,16 @@ def run_detect(args: argparse.Namespace) -> int:
     from eventful_perception.models.loading import load_model
 
     model = load_model(args.model, device=args.device)
+    tracker, fps = None if args.no_tracking else StreamTracker(), _fps(video)
     writer, lines = None, open(args.json, "w") if args.json else None
     try:
         for index, frame, result in _detect_frames(model, video, args):
+            ids = frame_ids(tracker, result, frame.shape[:2], index / fps)
             if lines:
-                lines.write(json.dumps(frame_record(index, result)) + "\n")
+                lines.write(json.dumps(frame_record(index, result, ids)) + "\n")
             if args.out:
-                writer = writer or _video_writer(args.out, _fps(video), frame.shape)
-                writer.write(annotate(frame, result.detections, result.usage, args.budget))
+                writer = writer or _video_writer(args.out, fps, frame.shape)
+                writer.write(annotate(frame, result.detections, result.usage, args.budget, ids))
     finally:
         if writer is not None:
             writer.release()
@@ -82,6 +88,18 @@ def run_detect(args: argparse.Namespace) -> int:
         if output:
             print(f"wrote {Path(output).resolve()}")
     return 0
+
+
+def frame_ids(tracker: StreamTracker | None, result: Result, frame_size: tuple[int, int],
+              stamp: float) -> list[str]:
+    """Track IDs of `result`'s detections on a frame of `frame_size` (H, W) taken at `stamp`
+    seconds (all untracked without a tracker)."""
+    detections = result.detections
+    if detections is None:
+        return []
+    if tracker is None:
+        return [UNTRACKED] * len(detections)
+    return tracker.update(detections.boxes, detections.scores, frame_size, stamp)
 
 
 def _checked(args: argparse.Namespace) -> Path:
@@ -139,5 +157,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, help="stop after N frames")
     parser.add_argument("--score-threshold", type=float, default=None,
                         help="minimum detection score (default: the model's)")
+    parser.add_argument("--no-tracking", action="store_true",
+                        help='no track IDs ("id" stays "" in the JSON lines)')
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto" (default: %(default)s)')
     parser.set_defaults(func=run_detect)

@@ -36,21 +36,34 @@ class UsageLike(Protocol):
 
 def label_color(label: str) -> tuple[int, int, int]:
     """A bright colour that is the same for a label in every run and process."""
-    hue = zlib.crc32(label.encode()) % 180
+    return _hue_color(zlib.crc32(label.encode()) % 180)
+
+
+def track_color(track_id: str) -> tuple[int, int, int]:
+    """A bright colour per track ID; consecutive numeric IDs are 111 of 180 hues apart (the
+    golden ratio), so neighbours in time never look alike."""
+    return _hue_color(int(track_id) * 111 % 180) if track_id.isdigit() else label_color(track_id)
+
+
+def _hue_color(hue: int) -> tuple[int, int, int]:
     hsv = np.array([[[hue, 200, 255]]], np.uint8)
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
 def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                    labels: Sequence[str]) -> np.ndarray:
-    """Boxes (K, 4) x1, y1, x2, y2 with "label 0.87" captions drawn onto a copy of `image` (H, W, 3)."""
+                    labels: Sequence[str], ids: Sequence[str] | None = None) -> np.ndarray:
+    """Boxes (K, 4) x1, y1, x2, y2 with "#id label 0.87" captions drawn onto a copy of `image`
+    (H, W, 3). A tracked box (non-empty id) is coloured by its ID, so a switch shows as a new
+    colour; an untracked one by its label."""
     out = np.ascontiguousarray(image).copy()
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for box, score, label in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1), labels):
+    ids = [""] * len(labels) if ids is None else ids
+    for box, score, label, track_id in zip(np.asarray(boxes).reshape(-1, 4),
+                                           np.asarray(scores).reshape(-1), labels, ids):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
-        color = label_color(label)
+        color = track_color(track_id) if track_id else label_color(label)
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
-        caption = f"{label} {score:.2f}"
+        caption = f"#{track_id} {label} {score:.2f}" if track_id else f"{label} {score:.2f}"
         (w, h), baseline = cv2.getTextSize(caption, _FONT, 0.45, 1)
         top = max(y1 - h - baseline - 2, 0)
         cv2.rectangle(out, (x1, top), (x1 + w + 4, top + h + baseline + 2), color, cv2.FILLED)
@@ -84,8 +97,10 @@ def draw_text_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 def annotate(image: np.ndarray, detections: DetectionsLike | None, usage: UsageLike,
-             budget: float | None = None) -> np.ndarray:
-    """`image` with the detections and the budget / tokens / GFLOPs overlay drawn on a copy."""
+             budget: float | None = None, ids: Sequence[str] | None = None) -> np.ndarray:
+    """`image` with the detections (and their track `ids`) and the budget / tokens / GFLOPs
+    overlay drawn on a copy."""
     if detections is not None:
-        image = draw_detections(image, detections.boxes, detections.scores, detections.labels)
+        image = draw_detections(image, detections.boxes, detections.scores, detections.labels,
+                                ids)
     return draw_text_panel(image, usage_lines(usage, budget))

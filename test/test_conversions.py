@@ -111,9 +111,14 @@ def test_detections_message_uses_centre_size_in_pixels_and_label_strings():
     np.testing.assert_allclose(back_boxes, boxes)
     np.testing.assert_allclose(back_scores, [0.9, 0.25], rtol=1e-6)
     assert back_labels == ["person", "car"]
+    assert [d.id for d in msg.detections] == ["", ""]  # no tracker: no IDs
+    tracked = detections_to_msg(header, boxes, [0.9, 0.25], ["person", "car"], ["7", ""])
+    assert [d.id for d in tracked.detections] == ["7", ""]
     assert detections_to_msg(header, np.zeros((0, 4)), [], []).detections == []
-    with pytest.raises(ValueError, match="2 boxes, 1 scores and 2 labels"):
+    with pytest.raises(ValueError, match="2 boxes, 1 scores, 2 labels and 2 ids"):
         detections_to_msg(header, boxes, [0.5], ["a", "b"])
+    with pytest.raises(ValueError, match="2 boxes, 2 scores, 2 labels and 1 ids"):
+        detections_to_msg(header, boxes, [0.5, 0.6], ["a", "b"], ["1"])
 
 
 def test_label_info_lists_classes_in_order():

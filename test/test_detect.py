@@ -22,11 +22,16 @@ def test_detect_on_real_excerpt(tmp_path, single_thread):
         assert set(record) == {"frame", "detections", "usage"}
         assert set(record["usage"]) == USAGE_KEYS
         for detection in record["detections"]:
-            assert set(detection) == {"label", "score", "box"} and detection["label"] == "person"
+            assert set(detection) == {"id", "label", "score", "box"} and detection["label"] == "person"
             x1, y1, x2, y2 = detection["box"]
             assert 0 <= x1 < x2 <= 768 and 0 <= y1 < y2 <= 576 and 0.5 <= detection["score"] <= 1
     # vtest.avi opens with about six pedestrians in view.
     assert np.mean([len(r["detections"]) for r in records]) >= 3
+    # Every first-frame detection starts a track; the walkers keep theirs over 4 frames (0.4 s).
+    first_ids = [d["id"] for d in records[0]["detections"]]
+    assert sorted(first_ids, key=int) == [str(i) for i in range(1, len(first_ids) + 1)]
+    last_ids = {d["id"] for d in records[-1]["detections"]} - {""}
+    assert len(last_ids & set(first_ids)) >= 3
     first, later = records[0]["usage"], records[-1]["usage"]
     assert first["tokens_updated"] == first["tokens_total"]
     assert later["tokens_updated"] < later["tokens_total"] and later["gflops"] < later["gflops_dense"]
@@ -49,11 +54,12 @@ def test_frame_record_is_the_documented_json():
 
     detections = Detections(np.array([[1.04, 2.0, 30.0, 40.96]]), np.array([0.87654]), ["person"])
     result = Result(torch.zeros(1, 4), Usage(10, 40, 1.23456, 4.5), detections)
-    assert frame_record(7, result) == {
+    assert frame_record(7, result, ["12"]) == {
         "frame": 7,
-        "detections": [{"label": "person", "score": 0.8765, "box": [1.0, 2.0, 30.0, 41.0]}],
+        "detections": [{"id": "12", "label": "person", "score": 0.8765, "box": [1.0, 2.0, 30.0, 41.0]}],
         "usage": {"tokens_updated": 10, "tokens_total": 40, "gflops": 1.2346, "gflops_dense": 4.5},
     }
+    assert frame_record(7, result)["detections"][0]["id"] == ""  # tracking off
     assert frame_record(0, Result(torch.zeros(1, 4), Usage(40, 40, 4.5, 4.5)))["detections"] == []
 
 

@@ -24,6 +24,7 @@ from eventful_perception.ros.diagnostics import CameraStats, FrameReport
 from eventful_perception.ros.model import DetectorModel
 from eventful_perception.ros.params import Settings
 from eventful_perception.ros.system_load import Battery
+from eventful_perception.tracking import StreamTracker
 
 
 class CameraPipeline:
@@ -39,6 +40,7 @@ class CameraPipeline:
         self._stream = self._new_stream(settings.refresh_interval)
         self._last_stamp_ns: int | None = None
         self._last_shape: tuple[int, ...] | None = None
+        self._tracker: StreamTracker | None = None  # made at the first frame with tracking on
         prefix = f"{name}/" if name else ""
         self._detections = node.create_publisher(Detection2DArray, prefix + "detections", 10)
         self._image = node.create_publisher(Image, prefix + "detection_image", 1)
@@ -75,7 +77,7 @@ class CameraPipeline:
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
             cpu_load=cpu_load, latency_ms=self._latency_ms))
         if settings.refresh_interval != self._stream.config.refresh_interval:
-            self._stream = self._new_stream(settings.refresh_interval)
+            self._stream, self._tracker = self._new_stream(settings.refresh_interval), None
         threshold = settings.threshold if settings.policy == "threshold" else None
         try:
             result = self._model(rgb, self._stream, budget=decision.effective,
@@ -85,16 +87,29 @@ class CameraPipeline:
             self._log("error", "model", f"model failed: {error}")
             return
         detections = result.detections or Detections.empty()
+        ids = self._track(detections, rgb.shape[:2], msg.header.stamp, settings)
         self._detections.publish(conversions.detections_to_msg(
-            msg.header, detections.boxes, detections.scores, detections.labels))
+            msg.header, detections.boxes, detections.scores, detections.labels, ids))
         self._latency_ms = (time.perf_counter() - start) * 1000.0
         self._publish_usage(msg.header, decision, result.usage)
         if settings.publish_detection_image and self._image.get_subscription_count() > 0:
-            self._publish_overlay(msg.header, rgb, detections, decision, result.usage)
+            self._publish_overlay(msg.header, rgb, detections, ids, decision, result.usage)
         self.stats.processed(FrameReport(
             self._latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
             result.usage.gflops, result.usage.gflops_dense, len(detections),
             self._stream.memory_bytes()))
+
+    def _track(self, detections: Detections, frame_size: tuple[int, int], stamp: Any,
+               settings: Settings) -> list[str] | None:
+        """Track IDs (None with tracking off); the tracks restart when a tracking parameter
+        changes or tracking is switched back on."""
+        if not settings.tracking:
+            self._tracker = None
+            return None
+        if self._tracker is None or self._tracker.config != settings.tracker:
+            self._tracker = StreamTracker(settings.tracker)
+        return self._tracker.update(detections.boxes, detections.scores, frame_size,
+                                    stamp.sec + stamp.nanosec * 1e-9)
 
     def _check_stream(self, stamp: Any, shape: tuple[int, ...], max_gap_s: float) -> None:
         """Start the stream over when its state no longer describes the scene of this frame."""
@@ -105,6 +120,7 @@ class CameraPipeline:
         self._last_stamp_ns, self._last_shape = stamp_ns, shape
         if reason:
             self._stream.reset()
+            self._tracker = None  # tracks restart with the stream
             self.stats.stream_reset(reason)
             self._log("info", reason, f"stream reset: {reason}")
 
@@ -133,11 +149,11 @@ class CameraPipeline:
             latency_ms=float(self._latency_ms)))
 
     def _publish_overlay(self, header: Any, rgb: Any, detections: Detections,
-                         decision: BudgetDecision, usage: Any) -> None:
+                         ids: list[str] | None, decision: BudgetDecision, usage: Any) -> None:
         summary = (f"budget {decision.effective:.2f} ({decision.reason}) | tokens "
                    f"{usage.tokens_updated}/{usage.tokens_total} | {usage.gflops:.1f}/"
                    f"{usage.gflops_dense:.1f} GFLOPs | {self._latency_ms:.0f} ms")
-        image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels)
+        image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels, ids)
         image = draw_text_panel(image, [summary])
         self._image.publish(conversions.rgb_to_image(image, header))
 

@@ -186,13 +186,16 @@ def rgb_to_compressed(rgb: np.ndarray, header: Header, quality: int = 90) -> Com
 
 
 def detections_to_msg(header: Header, boxes: np.ndarray, scores: np.ndarray,
-                      labels: Sequence[str]) -> Detection2DArray:
-    """Boxes (K, 4) x1, y1, x2, y2 in image pixels, scores (K,), labels (K,) -> Detection2DArray."""
+                      labels: Sequence[str], ids: Sequence[str] | None = None) -> Detection2DArray:
+    """Boxes (K, 4) x1, y1, x2, y2 in image pixels, scores (K,), labels (K,) and track IDs (K,)
+    ('' = untracked; None = all untracked) -> Detection2DArray."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if not len(boxes) == len(scores) == len(labels):
-        raise ValueError(f"got {len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
+    ids = [""] * len(boxes) if ids is None else ids
+    if not len(boxes) == len(scores) == len(labels) == len(ids):
+        raise ValueError(f"got {len(boxes)} boxes, {len(scores)} scores, {len(labels)} labels "
+                         f"and {len(ids)} ids")
     out = Detection2DArray(header=header)
-    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels):
+    for (x1, y1, x2, y2), score, label, track_id in zip(boxes, scores, labels, ids):
         bbox = BoundingBox2D(size_x=float(x2 - x1), size_y=float(y2 - y1))
         bbox.center.position.x = float(x1 + x2) / 2.0
         bbox.center.position.y = float(y1 + y2) / 2.0
@@ -200,7 +203,8 @@ def detections_to_msg(header: Header, boxes: np.ndarray, scores: np.ndarray,
         hypothesis = ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id = str(label)
         hypothesis.hypothesis.score = float(score)
-        out.detections.append(Detection2D(header=header, results=[hypothesis], bbox=bbox))
+        out.detections.append(Detection2D(header=header, results=[hypothesis], bbox=bbox,
+                                          id=str(track_id)))
     return out
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from eventful_perception.ros.budget import MODES, BudgetConfig
+from eventful_perception.tracking import TrackerConfig
 
 POLICIES = ("top_r", "threshold")
 DEVICES = ("cpu", "cuda", "auto")
@@ -98,6 +99,19 @@ TABLE: tuple[Spec, ...] = (
     Spec("managed", False, "true: a lifecycle node that waits for configure/activate (model "
          "loaded on configure, subscriptions only while active); false: starts active",
          read_only=True),
+    Spec("tracking", True, "track objects per camera (ByteTrack): Detection2D.id carries a track "
+         "ID that stays the same while the object is tracked ('' = not yet confirmed); off = ''"),
+    Spec("tracking_activation_threshold", 0.25, "detections scoring at least this can continue "
+         "tracks in the first association, and start new ones at 0.1 above it",
+         bounds=(0.0, 1.0)),
+    Spec("tracking_lost_frames", 30, "processed frames a lost track is kept to be found again "
+         "with the same ID", bounds=(1, 10000)),
+    Spec("tracking_matching_threshold", 0.8, "highest IoU distance (1 - IoU, weighted by the "
+         "score) at which a detection continues a track", bounds=(0.0, 1.0)),
+    Spec("tracking_min_frames", 1, "frames an object must be tracked before it gets an ID",
+         bounds=(1, 100)),
+    Spec("tracking_max_gap_s", 5.0, "a header stamp jump forward by more than this (or any jump "
+         "backward) restarts the camera's tracks", bounds=(0.001, 86400.0)),
 )
 SPECS = {spec.name: spec for spec in TABLE}
 
@@ -123,14 +137,17 @@ def _from_values(cls: type, values: Mapping[str, Any]) -> Any:
     if problem:
         raise ValueError(problem)
     budget = BudgetConfig(**{f.name: values[f.name] for f in fields(BudgetConfig)})
+    tracker = TrackerConfig(**{f.name: values[f"tracking_{f.name}"] for f in fields(TrackerConfig)})
     return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()},
-               budget=budget)
+               budget=budget, tracker=tracker)
 
 
-# One field per TABLE entry (a list parameter becomes a tuple) plus `budget`, the controller's
-# BudgetConfig built once from its parameters: a new parameter needs only its TABLE entry.
+# One field per TABLE entry (a list parameter becomes a tuple) plus `budget` and `tracker`, the
+# controller's BudgetConfig and the tracker's TrackerConfig built once from their parameters
+# (`tracking_<field>`): a new parameter needs only its TABLE entry.
 Settings = make_dataclass(
-    "Settings", [(spec.name, _field_type(spec)) for spec in TABLE] + [("budget", BudgetConfig)],
+    "Settings", [(spec.name, _field_type(spec)) for spec in TABLE] + [("budget", BudgetConfig),
+                                                                 ("tracker", TrackerConfig)],
     frozen=True, namespace={
         "__doc__": "A validated snapshot of every parameter, taken at a frame boundary.",
         "from_values": classmethod(_from_values)})
