@@ -115,7 +115,7 @@ def main() -> int:
 
     from eventful_perception import load_model
     from eventful_perception.bench import read_frames
-    from eventful_perception.detect import resolve_video
+    from eventful_perception.assets import resolve_video
 
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))

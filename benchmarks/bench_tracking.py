@@ -29,7 +29,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eventful_perception.clips import panning  # noqa: E402
-from eventful_perception.detect import read_video, resolve_video  # noqa: E402
+from eventful_perception.assets import resolve_video  # noqa: E402
+from eventful_perception.detect import read_video  # noqa: E402
 from eventful_perception.tracking import StreamTracker  # noqa: E402
 from eventful_perception.training.tracking import iou_matrix  # noqa: E402
 

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eventful_perception.detect import read_video, resolve_video
+from eventful_perception.assets import resolve_video
+from eventful_perception.detect import read_video
 from eventful_perception.eventful.stream import ATTENTION_MODES, Stream, StreamConfig
 from eventful_perception.models.base import EventfulViT
 from eventful_perception.models.results import Detections, Result

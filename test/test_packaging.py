@@ -53,7 +53,8 @@ def readme_pip_modules(section: str) -> set[str]:
     """Modules provided by the `pip install ...` commands of a README section."""
     readme = (REPO / "README.md").read_text()
     body = readme.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
-    distributions = {d for line in re.findall(r"pip install ([^#`\n]+)", body) for d in line.split()}
+    distributions = {re.split(r"[=<>!~\[]", d)[0] for line in re.findall(r"pip install ([^#`\n]+)", body)
+                     for d in line.split()}
     provided = importlib.metadata.packages_distributions()
     return {module for module, dists in provided.items() if distributions & set(dists)}
 
