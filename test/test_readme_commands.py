@@ -34,7 +34,8 @@ NOT_RUN = {
     "export FASTRTPS_DEFAULT_PROFILES_FILE=$(ros2": "needs `ros2 pkg prefix`",
     "export FASTDDS_DEFAULT_PROFILES_FILE=$FASTRTPS": "robot environment (follows the line above)",
     "source .venv/bin/activate": "what every command here runs under (see clean_env)",
-    "                         ": "continuation comment",
+    "eventful-perception bench ": "a benchmark (minutes of CPU); test_eventful_bench.py runs "
+                                  "the same subcommand on a tiny model and checks its JSON",
 }
 
 
@@ -43,7 +44,8 @@ def readme_blocks(language: str) -> list[str]:
 
 
 def bash_commands() -> list[str]:
-    lines = [line for block in readme_blocks("bash") for line in block.splitlines()]
+    lines = [line for block in readme_blocks("bash")
+             for line in re.sub(r"\\\n\s*", "", block).splitlines()]  # join continued lines
     return [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
