@@ -97,6 +97,20 @@ def test_resolution_change_resets_the_stream(model, vtest_frames):
     assert all(torch.equal(a.features, f.features) for a, f in zip(after, fresh))
 
 
+def test_a_new_frame_size_resets_even_at_the_same_model_input_size(model, vtest_frames):
+    import cv2
+
+    # 768x576 and its half, 384x288, both become 112x154 model inputs (8x11 patches)
+    half = [cv2.resize(frame, (384, 288), interpolation=cv2.INTER_AREA) for frame in vtest_frames[6:9]]
+    stream = model.new_stream()
+    before = _run(model, vtest_frames[:6], [0.2] * 6, stream)
+    after = _run(model, half, [0.2] * 3, stream)
+    fresh = _run(model, half, [0.2] * 3)
+    assert before[-1].input_size == after[0].input_size
+    assert after[0].full_update and not after[1].full_update
+    assert all(torch.equal(a.features, f.features) for a, f in zip(after, fresh))
+
+
 def test_refresh_interval_recomputes_every_k_frames(model, vtest_frames, dense):
     stream = model.new_stream(StreamConfig(refresh_interval=4))
     results = _run(model, vtest_frames, [0.1] * 12, stream)

@@ -31,14 +31,16 @@ def test_each_reason_is_let_through_once_per_period():
     assert throttle.allow("b", 1.0)  # another reason has its own period
 
 
-def test_settings_have_one_field_per_parameter_and_a_budget_config():
+def test_settings_have_one_field_per_parameter_a_budget_and_a_tracker_config():
     names = [f.name for f in fields(Settings)]
-    assert names == [spec.name for spec in TABLE] + ["budget"]
+    assert names == [spec.name for spec in TABLE] + ["budget", "tracker"]
     values = {spec.name: spec.default for spec in TABLE}
     settings = Settings.from_values({**values, "cpu_load_high": 0.5, "battery_low": 1})
     assert settings.cameras == ("",) and settings.budget.cpu_load_high == 0.5
     assert settings.battery_low == 1.0 and isinstance(settings.battery_low, float)
     assert {f.name for f in fields(BudgetConfig)} <= set(names)  # same names, no renaming
+    tracker = Settings.from_values({**values, "tracking_lost_frames": 7}).tracker
+    assert tracker.lost_frames == 7 and {f"tracking_{f.name}" for f in fields(tracker)} <= set(names)
     with pytest.raises(ValueError, match="need 0 <= cpu_load_high < cpu_load_critical"):
         Settings.from_values({**values, "cpu_load_high": 1.0})
 

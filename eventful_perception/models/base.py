@@ -179,7 +179,9 @@ class EventfulViT(nn.Module):
         start = time.perf_counter()
         policy = resolve_policy(budget, policy, threshold)
         model_input = self.preprocess(frame)
-        full = stream.begin_frame(model_input.size)
+        # A new frame size resets the stream even when the model input keeps its size (640x480
+        # and 320x240 both become 224x294): a camera mode change may change the field of view.
+        full = stream.begin_frame((*model_input.original_size, *model_input.size))
         counter = FlopCounter()
         try:
             with torch.inference_mode():
