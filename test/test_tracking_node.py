@@ -11,9 +11,7 @@ from eventful_perception.ros.conversions import msg_to_detections
 from eventful_perception.tracking import UNTRACKED, StreamTracker
 from node_harness import DetectorProcess, Peer, image_msg, reliable, video_frames
 
-# One torch thread on both sides: other thread counts reorder float sums, and at a partial budget
-# a last-bit difference can flip a gate's choice, and with it a detection near the threshold.
-PARAMS = {"model": "default", "short_side": 224, "token_budget": 0.5, "threads": 1}
+PARAMS = {"model": "default", "short_side": 224, "token_budget": 0.5}
 SMALL = (320, 240)
 
 
@@ -60,7 +58,6 @@ def node_run():
     return frames, messages, answers, off, rejected
 
 
-@pytest.mark.usefixtures("single_thread")
 def test_node_publishes_the_library_track_ids(node_run):
     frames, messages, answers, off, _ = node_run
     assert off.successful
