@@ -153,7 +153,11 @@ def token_centers(grid: tuple[int, int], patch_size: int, device: torch.device |
 
 def decode_boxes(log_distances: torch.Tensor, grid: tuple[int, int], patch_size: int) -> torch.Tensor:
     """Boxes (..., N, 4) x1, y1, x2, y2 in pixels from log-distances (..., N, 4) left, top, right, bottom."""
-    centers = token_centers(grid, patch_size, log_distances.device)  # (N, 2)
+    return decode_at(log_distances, token_centers(grid, patch_size, log_distances.device), patch_size)
+
+
+def decode_at(log_distances: torch.Tensor, centers: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Boxes (..., N, 4) from log-distances (..., N, 4) around the pixel centres (N, 2)."""
     distances = log_distances.float().clamp(max=_MAX_LOG_DISTANCE).exp() * patch_size  # (..., N, 4)
     return torch.cat([centers - distances[..., :2], centers + distances[..., 2:]], dim=-1)
 
