@@ -22,7 +22,7 @@ from tqdm import tqdm
 from eventful_perception import assets
 from eventful_perception.training import footage
 from eventful_perception.training.features import Backbones, load_features, save_features
-from eventful_perception.training.labels import FrameLabels, LabelConfig, label_image, label_video, load_labels, save_labels
+from eventful_perception.training.labels import FrameLabels, LabelConfig, label_video, load_labels, save_labels, still_labels
 from eventful_perception.training.samples import SampleSpec, plan, render
 from eventful_perception.training.train import TrainConfig, token_table, train_head
 
@@ -32,10 +32,12 @@ def _work_dir() -> Path:
 
 
 def step_labels(args: argparse.Namespace) -> dict[str, dict[int, FrameLabels]]:
-    """Cleaned teacher labels of every training source (cached JSON per source)."""
+    """Hand labels of the stills, cleaned teacher labels of the videos (cached JSON per video)."""
     footage.ensure_footage()
     config, teacher, out = LabelConfig(), None, {}
-    for source in [span.name for span in footage.TRAIN_VIDEOS] + list(footage.TRAIN_IMAGES):
+    for source in footage.TRAIN_IMAGES:
+        out[source] = {0: still_labels(source)}
+    for source in [span.name for span in footage.TRAIN_VIDEOS]:
         path = _work_dir() / "labels" / f"{source}.json"
         labels = None if args.force else load_labels(path, config)
         if labels is None:
@@ -51,12 +53,12 @@ def step_labels(args: argparse.Namespace) -> dict[str, dict[int, FrameLabels]]:
 
 
 def _label_source(teacher, source: str, config: LabelConfig) -> dict[int, FrameLabels]:
-    spans = {span.name: span for span in footage.TRAIN_VIDEOS}
-    if source not in spans:
-        return {0: label_image(teacher, footage.read_image(source), config)}
-    span = spans[source]
+    span = {span.name: span for span in footage.TRAIN_VIDEOS}[source]
     frames = dict(footage.video_frames(source, span.frames(footage.frame_count(source))))
-    return label_video(teacher, frames, span.step, config)
+    labels = label_video(teacher, frames, span.step, config)
+    if span.whole_persons:
+        return labels
+    return {i: FrameLabels(np.zeros((0, 4), np.float32), np.concatenate([l.boxes, l.ignore])) for i, l in labels.items()}
 
 
 def _image(source: str, frame: int):

@@ -1,13 +1,14 @@
 """Training samples: labelled frames at several input scales, flips, colour jitter, zoom crops.
 
-Every labelled frame is used whole at short sides 224, 336 and 448 (the granularity ladder), once
+Every labelled frame is used whole at short sides 224 and 448 (the ends of the ladder), once
 more flipped and colour-jittered at a random short side, and, when it shows people, once as a
 zoom crop around a random person (it then spans 35-95 % of the crop's height) at a random short
 side up to 518. With the frames' own sizes this puts persons between about 15 px and the whole
-frame. Everything is drawn from one seeded generator, so the plan is reproducible.
+frame. Every frame draws from its own seeded generator, so the plan is reproducible.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import cv2
@@ -15,7 +16,7 @@ import numpy as np
 
 from eventful_perception.training.labels import FrameLabels
 
-FULL_SHORT_SIDES = (224, 336, 448)
+FULL_SHORT_SIDES = (224, 448)
 AUGMENTED_SHORT_SIDES = (224, 280, 336, 392, 448, 518)
 _MIN_VISIBLE = 0.5  # a person cut by a crop stays a box if half of it is inside, else ignore
 
@@ -43,10 +44,10 @@ class SampleSpec:
 def plan(labels: dict[str, dict[int, FrameLabels]], sizes: dict[str, tuple[int, int]],
          seed: int = 0) -> list[SampleSpec]:
     """Sample specs for every labelled frame; `sizes[source]` is its (height, width)."""
-    rng = np.random.default_rng(seed)
     out = []
     for source in sorted(labels):
         for frame in sorted(labels[source]):
+            rng = np.random.default_rng([seed, zlib.crc32(source.encode()), frame])  # changes stay local
             out += [SampleSpec(source, frame, side) for side in FULL_SHORT_SIDES]
             out.append(SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), None, True, _jitter(rng)))
             boxes = labels[source][frame].boxes

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from eventful_perception.training.tracking import iou_matrix
+from eventful_perception.training.metrics import iou_matrix
 
 INPUT_SIZE = 640
 _PAD_VALUE = 114  # Ultralytics' letterbox grey
