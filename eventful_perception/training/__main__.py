@@ -70,6 +70,8 @@ def _image(source: str, frame: int):
 def step_features(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels]]
                   ) -> tuple[list[SampleSpec], dict[str, tuple[int, int]]]:
     """Backbone tokens of every planned sample (one cached file per sample); specs and frame sizes."""
+    every = {span.name: span.sample_every for span in footage.TRAIN_VIDEOS}
+    labels = {source: {f: frames[f] for f in sorted(frames)[::every.get(source, 1)]} for source, frames in labels.items()}
     sizes = {source: _image(source, min(frames)).shape[:2] for source, frames in labels.items()}
     specs = plan(labels, sizes, seed=args.seed)
     backbones = Backbones(assets.default_backbone_dir())
@@ -110,20 +112,16 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen step and the steps it needs."""
     torch.set_num_threads(args.threads)
     args.out = Path(args.out)
-    if args.step == "evaluate":
-        from eventful_perception.training.evaluate import evaluate_head
-
-        evaluate_head(args.out, threads=args.threads)
-        return 0
-    labels = step_labels(args)
+    if args.step != "evaluate":
+        labels = step_labels(args)
     if args.step in ("features", "train", "all"):
         specs, sizes = step_features(args, labels)
     if args.step in ("train", "all"):
         step_train(args, labels, specs, sizes)
-    if args.step == "all":
+    if args.step in ("evaluate", "all"):
         from eventful_perception.training.evaluate import evaluate_head
 
-        evaluate_head(args.out, threads=args.threads)
+        evaluate_head(args.out, threads=args.threads, annotate=args.annotate and Path(args.annotate))
     return 0
 
 
@@ -140,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="sample plan and training seed")
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime CPU threads")
     parser.add_argument("--force", action="store_true", help="recompute cached teacher labels")
+    parser.add_argument("--annotate", metavar="DIR", help="evaluate: also write annotated held-out frames (PNG) here")
     return parser
 
 

@@ -78,13 +78,15 @@ VTEST_HELDOUT_START = 636  # vtest frames from here on are evaluation-only
 
 @dataclass(frozen=True)
 class VideoSpan:
-    """Frames `range(start, stop, step)` of one video (stop None: to the end). With `whole_persons`
-    False the teacher's boxes become ignore regions: the video shows only a hand and an arm."""
+    """Frames `range(start, stop, step)` of one video (stop None: to the end), labelled; every
+    `sample_every`-th of them becomes training samples (neighbours still confirm labels). With
+    `whole_persons` False the teacher's boxes become ignore regions: it shows only a hand and arm."""
 
     name: str
     start: int = 0
     stop: int | None = None
     step: int = 1
+    sample_every: int = 1
     whole_persons: bool = True
 
     def frames(self, count: int) -> list[int]:
@@ -93,10 +95,10 @@ class VideoSpan:
 
 
 TRAIN_VIDEOS = (
-    VideoSpan("vtest.avi", 0, VTEST_HELDOUT_START, 9),
-    VideoSpan("Megamind.avi", 0, None, 8),
-    VideoSpan("cup.mp4", 0, None, 12, whole_persons=False),
-    VideoSpan("tree.avi", 0, None, 4),
+    VideoSpan("vtest.avi", 0, VTEST_HELDOUT_START, 9, sample_every=2),
+    VideoSpan("Megamind.avi", 0, None, 8, sample_every=2),
+    VideoSpan("cup.mp4", 0, None, 12, sample_every=2, whole_persons=False),
+    VideoSpan("tree.avi", 0, None, 4, sample_every=2),
 )
 TRAIN_IMAGES = tuple(OPENCV_DOC_IMAGES) + tuple(SKIMAGE_IMAGES)
 
