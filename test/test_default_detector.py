@@ -61,3 +61,23 @@ def test_detections_at_two_scales_agree(models):
     height, width = result.input_size
     shuffled = shuffled.scaled(image.shape[1] / width, image.shape[0] / height)
     assert matched(tall(fine), shuffled.boxes) < 0.5
+
+
+def test_detecting_never_loads_the_teacher():
+    """The AGPL teacher only labels training data: detecting imports nothing of the training code."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, eventful_perception as ep\n"
+            "model = ep.load_model('default')\n"
+            "model.dense(np.zeros((112, 154, 3), np.uint8)); model(np.zeros((112, 154, 3), np.uint8), model.new_stream())\n"
+            "print(sorted(m for m in sys.modules if m.startswith('eventful_perception.training')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_package_ships_no_teacher_weights():
+    from pathlib import Path
+
+    package = Path(ep.__file__).parent
+    assert not [p for p in package.rglob("*") if p.suffix in {".onnx", ".pt", ".whl"}]

@@ -171,8 +171,38 @@ def evaluate_head(head_dir: Path, threads: int = 1, annotate: Path | None = None
     metrics["eventful_vs_dense"] = eventful_vs_dense(head_dir)
     print(f"[evaluate] eventful: {json.dumps(metrics['eventful_vs_dense'])}", flush=True)
     (head_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(markdown_tables(metrics), flush=True)
     if annotate is not None:
         from eventful_perception.training.annotate import write_annotated
 
         write_annotated(head, features, annotate, threshold)
     return metrics
+
+
+_ROWS = (
+    ("precision / recall at the default threshold vs hand labels (23 persons, 5 frames)",
+     lambda m: f"{m['hand_precision']:.2f} / {m['hand_recall']:.2f}"),
+    ("mAP50 vs hand labels", lambda m: f"{m['hand_map50']:.2f}"),
+    ("mAP50 vs teacher labels (vtest 636-794 every 12th, carphone every 10th)", lambda m: f"{m['teacher_map50']:.2f}"),
+    ("precision / recall vs teacher labels", lambda m: f"{m['teacher_precision']:.2f} / {m['teacher_recall']:.2f}"),
+    ("recall of persons taller than 100 px (vtest, teacher labels)", lambda m: f"{m['tall_recall_vs_teacher']:.2f}"),
+    ("boxes per frame on the one-person close-up (carphone)", lambda m: f"{m['closeup_boxes_per_frame']:.2f}"),
+    ("false person boxes per frame, empty street (bikes, 9 frames)", lambda m: f"{m['empty_street_persons_per_frame']:.2f}"),
+    ("person boxes per frame on the animated rabbit (bigbuckbunny, 4 frames)",
+     lambda m: f"{m['cartoon_rabbit_persons_per_frame']:.2f}"),
+)
+
+
+def markdown_tables(metrics: dict) -> str:
+    """The model card's metric tables from `metrics.json`'s content."""
+    lines = ["| held out, threshold " + f"{metrics['score_threshold']} | " + " | ".join(
+        f"short side {s}" for s in SCALES) + " |", "|---" * (len(SCALES) + 1) + "|"]
+    for name, cell in _ROWS:
+        lines.append(f"| {name} | " + " | ".join(cell(metrics[f"short_side_{s}"]) for s in SCALES) + " |")
+    eventful = metrics["eventful_vs_dense"]
+    lines += ["", f"| eventful vs dense, {eventful['video']} frames {eventful['frames'][0]}-{eventful['frames'][1]} "
+              f"(short side {eventful['short_side']}) | mAP50 vs dense | GFLOPs vs dense |", "|---|---|---|"]
+    for budget in BUDGETS:
+        entry = eventful[f"budget_{budget}"]
+        lines.append(f"| budget {budget} | {entry['map50_vs_dense']:.3f} | {entry['gflops_fraction']:.0%} |")
+    return "\n".join(lines)
