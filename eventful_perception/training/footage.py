@@ -95,10 +95,10 @@ class VideoSpan:
 
 
 TRAIN_VIDEOS = (
-    VideoSpan("vtest.avi", 0, VTEST_HELDOUT_START, 9),
-    VideoSpan("Megamind.avi", 0, None, 8),
-    VideoSpan("cup.mp4", 0, None, 12, whole_persons=False),
-    VideoSpan("tree.avi", 0, None, 4),
+    VideoSpan("vtest.avi", 0, VTEST_HELDOUT_START, 9, sample_every=2),
+    VideoSpan("Megamind.avi", 0, None, 8, sample_every=2),
+    VideoSpan("cup.mp4", 0, None, 12, sample_every=2, whole_persons=False),
+    VideoSpan("tree.avi", 0, None, 4, sample_every=2),
 )
 TRAIN_IMAGES = tuple(OPENCV_DOC_IMAGES) + tuple(SKIMAGE_IMAGES)
 

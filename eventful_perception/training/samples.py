@@ -1,9 +1,9 @@
 """Training samples: labelled frames at several input scales, flips, colour jitter, zoom crops.
 
 Every labelled frame is used whole at short sides 224 and 448 (the ends of the ladder), once
-more flipped and colour-jittered at a random short side, and once as a crop at a random short
-side up to 518: around a random person (who then spans 35-95 % of the crop's height), or, in a
-frame without people, a 1.5-3x zoom anywhere. With the frames' own sizes this puts persons between about 15 px and the whole
+more flipped and colour-jittered at a random short side, and, when it shows people, once as a
+zoom crop around a random person (it then spans 35-95 % of the crop's height) at a random short
+side up to 518. With the frames' own sizes this puts persons between about 15 px and the whole
 frame. Every frame draws from its own seeded generator, so the plan is reproducible.
 """
 from __future__ import annotations
@@ -53,24 +53,13 @@ def plan(labels: dict[str, dict[int, FrameLabels]], sizes: dict[str, tuple[int, 
             boxes = labels[source][frame].boxes
             if len(boxes):
                 crop = zoom_crop(boxes[rng.integers(len(boxes))], sizes[source], rng)
-            else:  # more background at other scales: negatives are what keeps empty scenes empty
-                crop = random_crop(sizes[source], rng)
-            out.append(SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), crop,
-                                  bool(rng.integers(2)), _jitter(rng)))
+                out.append(SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), crop,
+                                      bool(rng.integers(2)), _jitter(rng)))
     return out
 
 
 def _jitter(rng: np.random.Generator) -> tuple[float, float, float]:
     return tuple(float(round(v, 2)) for v in rng.uniform([0.7, 0.7, 0.6], [1.3, 1.3, 1.4]))
-
-
-def random_crop(size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """A crop of the frame's aspect, 1.5-3x zoomed, anywhere in the frame."""
-    height, width = size
-    crop_h = height / rng.uniform(1.5, 3.0)
-    crop_w = crop_h * width / height
-    x1, y1 = int(rng.uniform(0, width - crop_w)), int(rng.uniform(0, height - crop_h))
-    return x1, y1, int(x1 + crop_w), int(y1 + crop_h)
 
 
 def zoom_crop(box: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
