@@ -13,7 +13,7 @@ from eventful_perception.training.labels import LabelConfig, hand_labels, label_
 from eventful_perception.training.metrics import GroundTruth, precision_recall
 from eventful_perception.training.teacher import Teacher, letterbox
 
-STEP = 6  # the sampling step of the training videos' labels
+STEP = 6  # frames between labelled frames, like the training videos' 4-12
 
 
 @pytest.fixture(scope="module")
