@@ -312,6 +312,9 @@ def run_setup(args: argparse.Namespace) -> int:
     cache_dir().mkdir(parents=True, exist_ok=True)
     _say(f"cache: {cache_dir()}")
     ensure_videos(extra=args.extra_videos)
+    from eventful_perception.training.footage import ensure_footage  # training imports this module
+
+    ensure_footage()  # the default detector's training and evaluation footage (tests use it)
     ensure_backbone()
     _say("done")
     return 0
