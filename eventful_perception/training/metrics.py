@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eventful_perception.models.results import Detections
-from eventful_perception.training.tracking import iou_matrix
 
 
 @dataclass(frozen=True)
@@ -100,6 +99,16 @@ def _mostly_inside(box: np.ndarray, regions: np.ndarray) -> bool:
     intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=1)  # (M,)
     area = max(float(np.prod(box[2:] - box[:2])), 1e-9)
     return bool((intersection / area >= 0.5).any())
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (K, M) of boxes a (K, 4) and b (M, 4)."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])  # (K, M, 2)
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])  # (K, M, 2)
+    intersection = np.clip(bottom_right - top_left, 0, None).prod(axis=-1)  # (K, M)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=-1)
+    return intersection / np.maximum(area_a[:, None] + area_b[None, :] - intersection, 1e-9)
 
 
 def _area(recall: np.ndarray, precision: np.ndarray) -> float:

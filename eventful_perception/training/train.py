@@ -1,18 +1,21 @@
-"""Train the token head on cached features and evaluate mAP50 on the held-out tail of each clip."""
+"""Train the token head on cached features of samples at many input scales.
+
+Every token is a training example on its own (the head is token-wise), so samples of different
+grids are flattened into one token table and mini-batches are random tokens from all of them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eventful_perception.models.results import Detections
-from eventful_perception.models.token_head import TokenHead, TokenHeadConfig, box_iou, decode_boxes
-from eventful_perception.training.features import PATCH_SIZE, ClipFeatures, scale_boxes
+from eventful_perception.models.token_head import TokenHead, TokenHeadConfig, decode_at, token_centers
+from eventful_perception.training.features import PATCH_SIZE, SampleFeatures, scale_boxes
 from eventful_perception.training.labels import FrameLabels
-from eventful_perception.training.metrics import GroundTruth, mean_average_precision, precision_recall
-from eventful_perception.training.targets import assign, box_targets
+from eventful_perception.training.targets import assign
 
 LABELS = ("person",)
 
@@ -21,95 +24,88 @@ LABELS = ("person",)
 class TrainConfig:
     """Head training hyper-parameters."""
 
-    epochs: int = 50
-    batch_frames: int = 8
-    learning_rate: float = 3e-3
+    epochs: int = 16
+    batch_tokens: int = 8192
+    learning_rate: float = 2e-3
     weight_decay: float = 0.05
     mlp_dim: int = 256
-    holdout: float = 0.2  # the last 20 % of every clip is never trained on
     seed: int = 0
-    eval_score_threshold: float = 0.05  # keep low-score detections so AP sees the whole curve
 
 
 @dataclass(frozen=True)
-class TrainingSet:
-    """Stacked training tensors of F frames with N tokens each."""
+class TokenTable:
+    """T training tokens from all samples, flattened; boxes and centres in model-input pixels."""
 
-    tokens: torch.Tensor  # (F, N, D) float16
-    positive: torch.Tensor  # (F, N) bool
-    quality: torch.Tensor  # (F, N) objectness targets
-    ignore: torch.Tensor  # (F, N) bool
-    boxes: torch.Tensor  # (F, N, 4) assigned boxes, model-input pixels
-    log_distances: torch.Tensor  # (F, N, 4)
-    classes: torch.Tensor  # (F, N)
-    grid: tuple[int, int]
+    tokens: torch.Tensor  # (T, D) float16
+    centers: torch.Tensor  # (T, 2)
+    positive: torch.Tensor  # (T,) bool
+    weight: torch.Tensor  # (T,) centreness of positives (box-loss weight), 0 elsewhere
+    ignore: torch.Tensor  # (T,) bool
+    boxes: torch.Tensor  # (T, 4) assigned boxes
 
 
-def split(frames: list[int], holdout: float) -> tuple[list[int], list[int]]:
-    """Contiguous split of a clip's sorted frames: (training head, held-out tail)."""
-    cut = round(len(frames) * (1 - holdout))
-    return frames[:cut], frames[cut:]
+def token_table(samples: list[tuple[SampleFeatures, FrameLabels]]) -> TokenTable:
+    """Targets of every token of every (features, labels-in-sample-pixels) pair."""
+    parts = []
+    for features, labels in samples:
+        boxes = torch.from_numpy(scale_boxes(labels.boxes, features.scale))
+        ignore = torch.from_numpy(scale_boxes(labels.ignore, features.scale))
+        targets = assign(boxes, torch.zeros(len(boxes), dtype=torch.long), ignore, features.grid, PATCH_SIZE)
+        parts.append((features.tokens, token_centers(features.grid, PATCH_SIZE), targets.positive,
+                      targets.quality, targets.ignore, targets.boxes))
+    tokens, centers, positive, quality, ignore, boxes = (torch.cat(p) for p in zip(*parts))
+    return TokenTable(tokens, centers, positive, quality, ignore, boxes)
 
 
-def build_training_set(features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
-                       keep: list[list[int]]) -> TrainingSet:
-    """Targets of the frames `keep[c]` of every clip `c`, stacked with their tokens."""
-    if len({clip.grid for clip in features}) != 1:
-        raise ValueError("all clips must share one token grid; use one input size for every clip")
-    rows = []
-    for clip, clip_labels, frames in zip(features, labels, keep):
-        for frame in frames:
-            label = clip_labels[frame]
-            boxes = torch.from_numpy(scale_boxes(label.boxes, clip.scale))
-            ignore = torch.from_numpy(scale_boxes(label.ignore, clip.scale))
-            targets = assign(boxes, torch.zeros(len(boxes), dtype=torch.long), ignore, clip.grid, PATCH_SIZE)
-            rows.append((clip.tokens[clip.frames.index(frame)], targets,
-                         box_targets(targets, clip.grid, PATCH_SIZE)))
-    return TrainingSet(
-        tokens=torch.stack([r[0] for r in rows]),
-        positive=torch.stack([r[1].positive for r in rows]),
-        quality=torch.stack([r[1].quality for r in rows]),
-        ignore=torch.stack([r[1].ignore for r in rows]),
-        boxes=torch.stack([r[1].boxes for r in rows]),
-        log_distances=torch.stack([r[2] for r in rows]),
-        classes=torch.stack([r[1].classes for r in rows]),
-        grid=features[0].grid,
-    )
-
-
-def train_head(data: TrainingSet, config: TrainConfig) -> TokenHead:
-    """Fit a fresh token head to `data` with AdamW and a one-cycle learning-rate schedule."""
+def train_head(table: TokenTable, config: TrainConfig) -> TokenHead:
+    """Fit a fresh token head with AdamW and a one-cycle learning-rate schedule."""
     torch.manual_seed(config.seed)
-    head = TokenHead(TokenHeadConfig(LABELS, data.tokens.shape[-1], config.mlp_dim))
+    head = TokenHead(TokenHeadConfig(LABELS, table.tokens.shape[-1], config.mlp_dim))
     optimizer = torch.optim.AdamW(head.parameters(), config.learning_rate, weight_decay=config.weight_decay)
-    steps = config.epochs * -(-len(data.tokens) // config.batch_frames)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=steps)
+    batches = -(-len(table.tokens) // config.batch_tokens)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate,
+                                                   total_steps=config.epochs * batches)
     head.train()
     progress = tqdm(range(config.epochs), desc="train head", unit="epoch")
     for _ in progress:
-        for batch in torch.randperm(len(data.tokens)).split(config.batch_frames):
-            loss = detection_loss(head, data, batch)
+        losses = []
+        for batch in torch.randperm(len(table.tokens)).split(config.batch_tokens):
+            loss = detection_loss(head, table, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-        progress.set_postfix(loss=f"{loss.item():.3f}")
+            losses.append(loss.item())
+        progress.set_postfix(loss=f"{np.mean(losses):.3f}")
     return head.eval()
 
 
-def detection_loss(head: TokenHead, data: TrainingSet, batch: torch.Tensor) -> torch.Tensor:
-    """Quality focal loss on objectness + centreness-weighted GIoU and L1 box losses + class CE."""
-    outputs = head(data.tokens[batch].float())
-    positive, counted = data.positive[batch], ~data.ignore[batch]
-    quality = data.quality[batch]
-    norm = quality[positive].sum().clamp(min=1.0)
+def detection_loss(head: TokenHead, table: TokenTable, batch: torch.Tensor) -> torch.Tensor:
+    """Quality focal loss with IoU targets + centreness-weighted GIoU and L1 box losses.
+
+    The objectness target of a positive token is the IoU of its own predicted box with its
+    assigned box (GFL / VarifocalNet), so a score estimates box quality the same way at every
+    input scale, and tokens whose boxes are poor (duplicates that NMS could not merge) score low.
+    """
+    outputs = head(table.tokens[batch].float())
+    positive, counted = table.positive[batch], ~table.ignore[batch]
+    centers = table.centers[batch][positive]  # (P, 2)
+    predicted = decode_at(outputs.log_distances[positive], centers, PATCH_SIZE)  # (P, 4)
+    assigned = table.boxes[batch][positive]  # (P, 4)
+    quality = torch.zeros(len(batch))
+    quality[positive] = paired_iou(predicted.detach(), assigned)
+    weight = table.weight[batch][positive]  # (P,) border tokens matter less
+    norm = weight.sum().clamp(min=1.0)
     objectness = quality_focal_loss(outputs.objectness[counted], quality[counted]) / norm
-    weight = quality[positive]  # (P,) border tokens matter less
-    predicted = decode_boxes(outputs.log_distances, data.grid, PATCH_SIZE)[positive]  # (P, 4)
-    giou = ((1 - generalized_iou(predicted, data.boxes[batch][positive])) * weight).sum() / norm
-    l1 = (outputs.log_distances[positive] - data.log_distances[batch][positive]).abs().sum(-1)  # (P,)
-    classes = F.cross_entropy(outputs.class_logits[positive], data.classes[batch][positive], reduction="none")
-    return objectness + 2.0 * giou + 0.5 * (l1 * weight).sum() / norm + (classes * weight).sum() / norm
+    giou = ((1 - generalized_iou(predicted, assigned)) * weight).sum() / norm
+    target = _log_distances(assigned, centers)
+    l1 = ((outputs.log_distances[positive] - target).abs().sum(-1) * weight).sum() / norm
+    return objectness + 2.0 * giou + 0.5 * l1
+
+
+def _log_distances(boxes: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    distances = torch.cat([centers - boxes[:, :2], boxes[:, 2:] - centers], dim=1)  # (P, 4)
+    return (distances.clamp(min=1e-3) / PATCH_SIZE).log()
 
 
 def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -118,43 +114,20 @@ def quality_focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float
     return (ce * (torch.sigmoid(logits) - targets).abs() ** gamma).sum()
 
 
+def _inter_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    inter = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)  # (P,)
+    union = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1) + (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1) - inter
+    return inter, union.clamp(min=1e-9)
+
+
+def paired_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise IoU (P,) of boxes a (P, 4) and b (P, 4)."""
+    inter, union = _inter_union(a, b)
+    return inter / union
+
+
 def generalized_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Element-wise GIoU (P,) of boxes a (P, 4) and b (P, 4)."""
-    iou = box_iou(a, b).diagonal() if len(a) else a.new_zeros(0)
+    inter, union = _inter_union(a, b)
     hull = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).prod(-1)  # (P,)
-    inter = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0).prod(-1)
-    union = (a[:, 2:] - a[:, :2]).prod(-1) + (b[:, 2:] - b[:, :2]).prod(-1) - inter
-    return iou - (hull - union) / hull.clamp(min=1e-9)
-
-
-@torch.inference_mode()
-def predict_clip(head: TokenHead, clip: ClipFeatures, frames: list[int],
-                 score_threshold: float) -> list[Detections]:
-    """Head detections (original-frame pixels) for the cached frames `frames` of a clip."""
-    out = []
-    for frame in frames:
-        tokens = clip.tokens[clip.frames.index(frame)][None].float()  # (1, N, D)
-        (detections,) = head.predict(tokens, clip.grid, PATCH_SIZE, score_threshold)
-        out.append(detections.scaled(*clip.scale))
-    return out
-
-
-def evaluate(head: TokenHead, features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
-             keep: list[list[int]], config: TrainConfig) -> float:
-    """mAP50 against the labels over the frames `keep[c]` of every clip `c`."""
-    return mean_average_precision(*_collect(head, features, labels, keep, config.eval_score_threshold))
-
-
-def evaluate_at_threshold(head: TokenHead, features: list[ClipFeatures], labels: list[dict[int, FrameLabels]],
-                          keep: list[list[int]], score_threshold: float) -> tuple[float, float]:
-    """(precision, recall) at IoU 0.5 of the detections scoring >= `score_threshold`."""
-    return precision_recall(*_collect(head, features, labels, keep, score_threshold), score_threshold)
-
-
-def _collect(head, features, labels, keep, score_threshold: float) -> tuple[list[Detections], list[GroundTruth]]:
-    predictions, truths = [], []
-    for clip, clip_labels, frames in zip(features, labels, keep):
-        predictions += predict_clip(head, clip, frames, score_threshold)
-        truths += [GroundTruth(clip_labels[f].boxes, list(LABELS) * len(clip_labels[f].boxes),
-                               clip_labels[f].ignore) for f in frames]
-    return predictions, truths
+    return inter / union - (hull - union) / hull.clamp(min=1e-9)
