@@ -32,7 +32,7 @@ from eventful_perception.clips import panning  # noqa: E402
 from eventful_perception.assets import resolve_video  # noqa: E402
 from eventful_perception.detect import read_video  # noqa: E402
 from eventful_perception.tracking import StreamTracker  # noqa: E402
-from eventful_perception.training.tracking import iou_matrix  # noqa: E402
+from eventful_perception.training.metrics import iou_matrix  # noqa: E402
 
 FrameTracks = tuple[np.ndarray, list[str]]  # boxes (K, 4) x1, y1, x2, y2 and their track IDs
 

@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 
 from eventful_perception.clips import pan_offset, panning
 from eventful_perception.tracking import UNTRACKED, StreamTracker, TrackerConfig
-from eventful_perception.training.tracking import iou_matrix
+from eventful_perception.training.metrics import iou_matrix
 
 SIZE = (480, 640)  # frame (H, W)
 FPS = 10.0
