@@ -36,6 +36,9 @@ NOT_RUN = {
     "source .venv/bin/activate": "what every command here runs under (see clean_env)",
     "eventful-perception bench ": "a benchmark (minutes of CPU); test_eventful_bench.py runs "
                                   "the same subcommand on a tiny model and checks its JSON",
+    "nice -n 10 python benchmarks/bench_tracking.py ": "a benchmark (25 min of CPU); "
+                                                       "test_tracking_bench.py runs it end to end "
+                                                       "on a tiny model",
 }
 
 
@@ -75,7 +78,8 @@ def run(line: str, cwd: Path, timeout: float = 900) -> str:
 
 RUN_HERE = ("eventful-perception detect ", "eventful-perception make-bag ",
             "eventful-perception replay ", "eventful-perception record ",
-            "python -m eventful_perception.ros.node ")
+            "python -m eventful_perception.ros.node ", "python benchmarks/random_yolos_small.py ",
+            "python benchmarks/bench_node.py ")
 
 
 def test_every_readme_command_is_run_here_or_listed_with_a_reason():
@@ -138,3 +142,12 @@ def test_bag_commands_and_the_node_as_typed(tmp_path):
     record_out, _ = recorder.communicate(timeout=60)
     assert recorder.returncode == 0, record_out
     assert re.search(r"/detections: [1-9]", record_out), record_out
+
+
+def test_benchmark_scripts_as_typed():
+    """From the clone, as the README's Performance section runs them."""
+    out = run(command("python benchmarks/random_yolos_small.py "), REPO)
+    assert (REPO / "out/yolos-small-random/config.json").is_file(), out
+    out = run(command("python benchmarks/bench_node.py "), REPO)
+    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    assert report["model_p50_ms"] > 0 and abs(report["overhead_fraction"]) < 1.0, report
