@@ -21,9 +21,11 @@ PARAMS = {"short_side": 128, "score_threshold": 0.0, "token_budget": 0.5,
 
 
 @contextmanager
-def running_node(params: dict[str, Any]) -> Iterator[tuple[DetectorProcess, Peer]]:
-    """A detector process and the test's peer; on exit the node must stop cleanly."""
-    process = DetectorProcess(params)
+def running_node(params: dict[str, Any],
+                 **options: Any) -> Iterator[tuple[DetectorProcess, Peer]]:
+    """A detector process (`options` as DetectorProcess takes them) and the test's peer; on exit
+    the node must stop cleanly."""
+    process = DetectorProcess(params, **options)
     peer = Peer()
     try:
         yield process, peer

@@ -189,7 +189,7 @@ def images(draw: Any) -> Image:
 
 
 @settings(max_examples=25, deadline=None, database=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+          suppress_health_check=[HealthCheck.too_slow])
 @given(msg=images())
 def test_random_images_are_processed_or_rejected_and_the_node_stays_alive(raw_node, msg):
     """Each message is either processed or rejected for the reason the decoder gives, and the

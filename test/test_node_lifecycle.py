@@ -15,6 +15,7 @@ from node_harness import (NAMESPACE, DetectorProcess, Peer, image_msg, reliable,
                           video_frames)
 
 INACTIVE_WINDOW_S = 3.0
+WARM_UP_TRIES = 10
 
 
 class Lifecycle:
@@ -24,12 +25,25 @@ class Lifecycle:
         self.peer, self.process = peer, process
         self.change = peer.node.create_client(ChangeState, "eventful_detector/change_state")
         self.get = peer.node.create_client(GetState, "eventful_detector/get_state")
-        for client in (self.change, self.get):
+        # A server can answer before it has matched the client's response reader, and that
+        # answer is lost ("failed to send response"): warm both up with requests that change
+        # nothing (a transition label that does not exist), repeated until one is answered.
+        for client, request in ((self.get, GetState.Request()), (self.change, ChangeState.Request(
+                transition=Transition(label="no_such_transition")))):
             peer.spin_until(client.service_is_ready, 120.0, client.srv_name, process)
+            for _ in range(WARM_UP_TRIES):
+                if self.call(client, request, timeout=5.0) is not None:
+                    break
 
-    def call(self, client, request):
+    def call(self, client, request, timeout: float = 120.0):
+        """The response, or None when none came within `timeout`."""
         future = client.call_async(request)
-        self.peer.spin_until(future.done, 120.0, f"{client.srv_name} response", self.process)
+        deadline = time.monotonic() + timeout
+        self.peer.spin_until(lambda: future.done() or time.monotonic() > deadline, timeout + 1,
+                             f"{client.srv_name} response", self.process)
+        if not future.done():
+            client.remove_pending_request(future)
+            return None
         return future.result()
 
     def state(self) -> str:

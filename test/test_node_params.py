@@ -8,6 +8,7 @@ from sensor_msgs.msg import Image
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.params import TABLE
 from eventful_perception.ros.qos import describe, subscription_qos
+from fault_helpers import running_node
 from node_harness import (NAMESPACE, DetectorProcess, Peer, image_msg, reliable, tiny_yolos,
                           video_frames)
 from ros_helpers import REPO
@@ -17,14 +18,9 @@ PARAMS_FILE = REPO / "config" / "params.yaml"
 
 @pytest.fixture(scope="module")
 def running():
-    process = DetectorProcess({"model": str(tiny_yolos()), "short_side": 128},
-                              params_file=PARAMS_FILE)
-    peer = Peer()
-    try:
-        yield process, peer
-    finally:
-        peer.close()
-        process.assert_clean_exit()
+    with running_node({"model": str(tiny_yolos()), "short_side": 128},
+                      params_file=PARAMS_FILE) as running:
+        yield running
 
 
 def call(peer: Peer, srv_type, name: str, request, process):
