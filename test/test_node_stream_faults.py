@@ -93,7 +93,11 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
           f"{latency_s:.2f} s), RSS {before_mb:.0f} -> {after_mb:.0f} MB")
     assert status is not None and received <= 3 + BURST_FRAMES
     assert len(burst) + dropped == received - 3  # every received frame processed or dropped
-    assert dropped > 0 and len(burst) < BURST_FRAMES / 4, (len(burst), dropped)
+    # One frame at a time: from the burst's start to the newest answer the worker fits at most
+    # window / fastest frame + 1 frames (how many depends on the machine: 4 at load 9, 34 idle).
+    window_s = published_at + age_s - start
+    fastest_s = min(u.latency_ms for u in burst) / 1e3
+    assert dropped > 0 and len(burst) <= window_s / fastest_s + 1, (len(burst), dropped, window_s)
     assert warned, "no WARN status reported the dropped frames"
     stamps = [stamp_of(u) for u in burst]
     assert stamps == sorted(stamps) and stamps[-1] == stamp_of(sent[-1])  # newest, in order
