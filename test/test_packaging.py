@@ -63,9 +63,9 @@ def test_every_runtime_import_is_provided_by_package_xml_or_the_readme_pip_line(
     runtime = [p for p in PACKAGE.rglob("*.py") if TRAINING not in p.parents]
     modules = third_party(imported_modules(runtime))
     keys = package_xml_keys()
-    pip = readme_pip_modules("On a robot")
-    missing = sorted(m for m in modules if not (m in keys if is_ros_package(m) else
-                                                m in pip or m in {ROSDEP_MODULES.get(k) for k in keys}))
+    python_modules = readme_pip_modules("On a robot") | {ROSDEP_MODULES.get(k) for k in keys}
+    missing = sorted(m for m in modules
+                     if not (m in keys if is_ros_package(m) else m in python_modules))
     assert not missing, f"imported by the package, not provided on a robot: {missing}"
     assert {"rclpy", "vision_msgs", "torch", "safetensors", "onnx"} <= modules  # the scan works
 

@@ -173,24 +173,26 @@ def encode_boxes(boxes: torch.Tensor, grid: tuple[int, int], patch_size: int) ->
     return (distances.clamp(min=1e-3) / patch_size).log()
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU (K, M) of boxes a (K, 4) and b (M, 4), x1, y1, x2, y2."""
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairwise intersection areas (K, M) of boxes a (K, 4) and b (M, 4), and their areas."""
     top_left = torch.maximum(a[:, None, :2], b[None, :, :2])  # (K, M, 2)
     bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])  # (K, M, 2)
     intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)  # (K, M)
     area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=-1)  # (K,)
     area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=-1)  # (M,)
+    return intersection, area_a, area_b
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU (K, M) of boxes a (K, 4) and b (M, 4), x1, y1, x2, y2."""
+    intersection, area_a, area_b = _overlaps(a, b)
     union = area_a[:, None] + area_b[None, :] - intersection
     return intersection / union.clamp(min=1e-9)
 
 
 def box_containment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise intersection over the smaller area (K, M) of boxes a (K, 4) and b (M, 4)."""
-    top_left = torch.maximum(a[:, None, :2], b[None, :, :2])  # (K, M, 2)
-    bottom_right = torch.minimum(a[:, None, 2:], b[None, :, 2:])  # (K, M, 2)
-    intersection = (bottom_right - top_left).clamp(min=0).prod(dim=-1)  # (K, M)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(dim=-1)  # (K,)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(dim=-1)  # (M,)
+    intersection, area_a, area_b = _overlaps(a, b)
     return intersection / torch.minimum(area_a[:, None], area_b[None, :]).clamp(min=1e-9)
 
 
