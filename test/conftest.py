@@ -14,7 +14,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tiny_models import perturb_and_save  # noqa: E402
+from tiny_models import save_random  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def tiny_dinov2_dir(tmp_path_factory) -> Path:
 
     config = Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, image_size=56,
                           patch_size=14, layerscale_value=0.5)
-    return perturb_and_save(Dinov2Model(config).eval(), tmp_path_factory.mktemp("tiny_dinov2"))
+    return save_random(Dinov2Model, config, tmp_path_factory.mktemp("tiny_dinov2"))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +36,7 @@ def tiny_yolos_dir(tmp_path_factory) -> Path:
     config = YolosConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
                          image_size=[64, 96], num_detection_tokens=5, id2label=labels,
                          label2id={v: k for k, v in labels.items()})
-    folder = perturb_and_save(YolosForObjectDetection(config).eval(), tmp_path_factory.mktemp("tiny_yolos"))
+    folder = save_random(YolosForObjectDetection, config, tmp_path_factory.mktemp("tiny_yolos"))
     processor = {"size": {"shortest_edge": 128, "longest_edge": 200}, "image_processor_type": "YolosImageProcessor"}
     (folder / "preprocessor_config.json").write_text(json.dumps(processor))
     return folder

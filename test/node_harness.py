@@ -30,7 +30,7 @@ from std_msgs.msg import Header
 from eventful_perception.ros.conversions import rgb_to_image
 
 from ros_helpers import REPO, ros_env
-from tiny_models import perturb_and_save
+from tiny_models import save_random
 
 VIDEO = REPO / ".cache" / "data" / "vtest.avi"
 FRAME_SIZE = (640, 480)  # the size camera drivers typically publish; > one UDP datagram
@@ -69,7 +69,7 @@ def tiny_yolos() -> Path:
                          num_detection_tokens=10, num_labels=3, initializer_range=0.2,
                          id2label={0: "person", 1: "car", 2: "dog"},
                          label2id={"person": 0, "car": 1, "dog": 2})
-    return perturb_and_save(YolosForObjectDetection(config).eval(), folder, scale=0.2)
+    return save_random(YolosForObjectDetection, config, folder, scale=0.2)
 
 
 def image_msg(frame: np.ndarray, index: int, frame_id: str = "camera") -> Image:
