@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eventful_perception import assets, bags, bench, detect
+from eventful_perception import assets, bags, bench, detect, fit_exits
 
 # Each module's `add_parser(subparsers)` registers its subcommand(s) and sets `func(args) -> int`.
-_COMMAND_MODULES = (assets, detect, bags, bench)
+_COMMAND_MODULES = (assets, detect, bags, bench, fit_exits)
 
 
 def build_parser() -> argparse.ArgumentParser:

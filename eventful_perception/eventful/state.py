@@ -64,6 +64,37 @@ class BlockState:
         """(dotted name, tensor) of every allocated state tensor."""
         yield from _tensors(self, "")
 
+    def shift(self, patches: PatchGrid, rows: int, cols: int) -> None:
+        """Move every per-token tensor's patch tokens by (rows, cols) grid cells in place; the
+        cells the shift vacates get an infinite gate reference, so every gate selects them."""
+        assert self.attention.sparse is None, "the sparse cache cannot be shifted; reset instead"
+        for gate in (self.qkv_gate, self.proj_gate, self.mlp_gate):
+            if gate.reference is not None:
+                patches.shift_(gate.reference, rows, cols, fill=float("inf"))
+        for tensor in (self.attention.qkv, self.attention.rows, self.proj.values, self.mlp.values):
+            if tensor is not None:
+                patches.shift_(tensor, rows, cols)
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """Where the patch tokens sit in a sequence: `start` and a row-major (height, width) grid."""
+
+    start: int
+    height: int
+    width: int
+
+    def shift_(self, tokens: torch.Tensor, rows: int, cols: int, fill: float | None = None) -> None:
+        """Roll the patch tokens of `tokens` (B, N, C) by (rows, cols) cells in place; `fill`
+        overwrites the vacated cells (the rolled-in values are kept when None)."""
+        b, _, c = tokens.shape
+        cells = tokens[:, self.start:self.start + self.height * self.width]  # a view
+        grid = torch.roll(cells.reshape(b, self.height, self.width, c), (rows, cols), dims=(1, 2))
+        if fill is not None:
+            _vacated(grid, rows, 1).fill_(fill)
+            _vacated(grid, cols, 2).fill_(fill)
+        cells.copy_(grid.reshape(b, -1, c))
+
 
 def _tensors(obj: object, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
     for f in fields(obj):
@@ -72,3 +103,9 @@ def _tensors(obj: object, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
             yield prefix + f.name, value
         elif value is not None:
             yield from _tensors(value, f"{prefix}{f.name}.")
+
+
+def _vacated(grid: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
+    """The slice of `grid` along `dim` that a roll by `shift` filled with wrapped-around cells."""
+    size = grid.shape[dim]
+    return grid.narrow(dim, 0, shift) if shift >= 0 else grid.narrow(dim, size + shift, -shift)

@@ -5,13 +5,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .state import BlockState
+from .state import BlockState, PatchGrid
 
 # Attention "auto" uses the exact sparse update while at most this fraction of the tokens
 # changed and fused dense attention above it: measured with `eventful-perception bench`
 # (DINOv2-S, 1377 tokens, 2-core CPU): equal at 15%, sparse 1.6x faster at 10%.
 SPARSE_ATTENTION_MAX_FRACTION = 0.15
 ATTENTION_MODES = ("query_rows", "sparse", "dense", "auto")
+MOTION_ALIGNMENTS = ("pixel", "patch")
 _CACHE_DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -38,12 +39,20 @@ class StreamConfig:
             `sparse_max_fraction` of the tokens changed, "dense" above.
     cache_dtype: dtype of the "sparse" mode's N x N cache of exp-logits; bfloat16 halves it at
         ~3 significant digits of attention weights.
+    motion_alignment: with camera motion given to the model (motion-compensated gating), the
+        state follows the content by whole patches and, with "pixel", the frame is translated
+        by the remaining sub-patch motion too, so unchanged content meets its own reference.
+        Measured on vtest.avi panned 3 px/frame (30 frames, mAP50 vs the dense model on the
+        untranslated frames): "pixel" 0.89 / 0.85 at budget 0.25 / 0.1 (0.88 at budget 1.0: the
+        detector's own sensitivity to the patch grid's phase), "patch" 0.96 / 0.48, no
+        compensation 0.93 / 0.37.
     """
 
     refresh_interval: int = 0
     attention: str = "query_rows"
     sparse_max_fraction: float = SPARSE_ATTENTION_MAX_FRACTION
     cache_dtype: torch.dtype = torch.float32
+    motion_alignment: str = "pixel"
 
     def __post_init__(self) -> None:
         if not isinstance(self.refresh_interval, int) or self.refresh_interval < 0:
@@ -52,8 +61,21 @@ class StreamConfig:
             raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {self.attention!r}")
         if not 0.0 <= self.sparse_max_fraction <= 1.0:
             raise ValueError(f"sparse_max_fraction must be in [0, 1], got {self.sparse_max_fraction!r}")
+        if self.motion_alignment not in MOTION_ALIGNMENTS:
+            raise ValueError(f"motion_alignment must be one of {MOTION_ALIGNMENTS}, got {self.motion_alignment!r}")
         if self.cache_dtype not in _CACHE_DTYPES:
             raise ValueError(f"cache_dtype must be one of {_CACHE_DTYPES}, got {self.cache_dtype!r}")
+
+
+@dataclass
+class Alignment:
+    """Content displacement (x, y) in model-input pixels since the last reset, and the whole grid
+    cells (rows, cols) the state has been moved by to follow it."""
+
+    x: float = 0.0
+    y: float = 0.0
+    rows: int = 0
+    cols: int = 0
 
 
 class Stream:
@@ -71,6 +93,7 @@ class Stream:
         self._input_size: tuple[int, ...] | None = None
         self._frame_index = 0
         self._frames_since_reset = 0
+        self._alignment = Alignment()
 
     @property
     def frame_index(self) -> int:
@@ -86,6 +109,7 @@ class Stream:
         """Forget all state; the next frame recomputes every token."""
         self._blocks = []
         self._frames_since_reset = 0
+        self._alignment = Alignment()
 
     def memory_bytes(self) -> int:
         """Bytes held by this stream's tensors."""
@@ -95,13 +119,18 @@ class Stream:
         """Copies of every state tensor (`block<i>.<field>`), for inspection."""
         return {name: tensor.clone() for name, tensor in self._named_tensors()}
 
+    @property
+    def empty(self) -> bool:
+        """True when the next frame recomputes every token (new, reset or shifted off the grid)."""
+        return not self._blocks
+
     def begin_frame(self, input_size: tuple[int, ...]) -> bool:
         """Prepare for a frame of `input_size`; True when every token will be recomputed."""
         interval = self.config.refresh_interval
         if input_size != self._input_size or (interval and self._frames_since_reset % interval == 0):
             self.reset()
         self._input_size = tuple(input_size)
-        return not self._blocks
+        return self.empty
 
     def end_frame(self) -> None:
         self._frame_index += 1
@@ -113,6 +142,28 @@ class Stream:
             self._blocks = [BlockState() for _ in range(count)]
         assert len(self._blocks) == count, "a stream serves one model"
         return self._blocks
+
+    def follow_motion(self, dx: float, dy: float, patch_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Camera motion compensation. The content moved by (dx, dy) model-input pixels since
+        the previous frame; returns the grid cells (rows, cols) the state must move now so that
+        its tokens follow the content, and the whole-pixel translation (x, y) that puts this
+        frame's content on the shifted grid (the rest of the motion, under half a patch)."""
+        a = self._alignment
+        a.x, a.y = a.x + dx, a.y + dy
+        cols, rows = round(a.x / patch_size), round(a.y / patch_size)
+        move = (rows - a.rows, cols - a.cols)
+        a.rows, a.cols = rows, cols
+        return move, (round(cols * patch_size - a.x), round(rows * patch_size - a.y))
+
+    def shift(self, grid: PatchGrid, rows: int, cols: int) -> None:
+        """Move every block's per-token state by (rows, cols) grid cells (see `BlockState.shift`);
+        resets instead when the move leaves the grid or a block holds the exact sparse cache."""
+        if abs(rows) >= grid.height or abs(cols) >= grid.width or any(
+                block.attention.sparse is not None for block in self._blocks):
+            self.reset()
+            return
+        for block in self._blocks:
+            block.shift(grid, rows, cols)
 
     def _named_tensors(self):
         for i, block in enumerate(self._blocks):

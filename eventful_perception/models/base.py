@@ -19,6 +19,7 @@ from ..eventful.block import EventfulBlock, FrameStep, LayerOps
 from ..eventful.counting import FlopCounter
 from ..eventful.gate import TokenLayout
 from ..eventful.policy import BudgetFraction, Policy, Threshold
+from ..eventful.state import PatchGrid
 from ..eventful.stream import Stream, StreamConfig
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, ModelInput, preprocess
 from .results import Detections, Result, Usage
@@ -74,6 +75,16 @@ def resolve_policy(budget: float, policy: Policy | None, threshold: float | None
     return BudgetFraction(budget)
 
 
+def translate(pixels: torch.Tensor, x: int, y: int) -> torch.Tensor:
+    """`pixels` (B, C, H, W) with the content moved x px right and y px down, edges replicated."""
+    if x == 0 and y == 0:
+        return pixels
+    height, width = pixels.shape[-2:]
+    padded = F.pad(pixels, (max(x, 0), max(-x, 0), max(y, 0), max(-y, 0)), mode="replicate")
+    top, left = max(-y, 0), max(-x, 0)
+    return padded[..., top:top + height, left:left + width]
+
+
 class EventfulViT(nn.Module):
     """Base class of the models: `model(frame, stream, budget=...)`, `model.dense(frame)`.
 
@@ -87,6 +98,7 @@ class EventfulViT(nn.Module):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     default_score_threshold = 0.5
+    first_patch_token = 1  # patch tokens follow the class token (DINOv2 and YOLOS)
 
     def _build_blocks(self, layer_ops: list[LayerOps]) -> None:
         # Plain list: the blocks only reference modules already registered under checkpoint names.
@@ -130,9 +142,10 @@ class EventfulViT(nn.Module):
         """A fresh stream (one per camera) holding all the state of the eventful computation."""
         return Stream(config, name)
 
-    def preprocess(self, frame: np.ndarray) -> ModelInput:
-        """RGB uint8 frame (H, W, 3) -> normalised model input (see `models.preprocess`)."""
-        return preprocess(frame, self.short_side, self.patch_size, self.max_long_side,
+    def preprocess(self, frame: np.ndarray, short_side: int | None = None) -> ModelInput:
+        """RGB uint8 frame (H, W, 3) -> normalised model input (see `models.preprocess`), its
+        short side resized to `short_side` (the model's own when None)."""
+        return preprocess(frame, short_side or self.short_side, self.patch_size, self.max_long_side,
                           self.device, self.mean, self.std, self.dtype)
 
     def encode(
@@ -170,23 +183,34 @@ class EventfulViT(nn.Module):
         policy: Policy | None = None,
         threshold: float | None = None,
         score_threshold: float | None = None,
+        motion: tuple[float, float] | None = None,
+        short_side: int | None = None,
     ) -> Result:
         """Process the next frame of `stream`, recomputing about `budget` of the tokens.
 
         `policy` (e.g. `TopR(200)`) overrides `budget`; `threshold` selects `Threshold(threshold)`
         instead. A frame after a new stream, a reset, a resolution change or a refresh is exact.
+        `motion` (dx, dy): how far the image content moved since the stream's previous frame,
+        in frame pixels (camera motion, e.g. from `GlobalMotion`); the stream's state then
+        follows the content by whole patches and the frame is translated by the remainder, so
+        content that only moved is not recomputed. `short_side` overrides the model's input
+        scale (use one stream per scale).
         """
         start = time.perf_counter()
         policy = resolve_policy(budget, policy, threshold)
-        model_input = self.preprocess(frame)
+        model_input = self.preprocess(frame, short_side)
         # A new frame size resets the stream even when the model input keeps its size (640x480
         # and 320x240 both become 224x294): a camera mode change may change the field of view.
         full = stream.begin_frame((*model_input.original_size, *model_input.size))
         counter = FlopCounter()
         try:
             with torch.inference_mode():
-                tokens, grid, per_block = self.encode(model_input.pixels, counter, stream, policy)
-                detections = self._detections(tokens, grid, model_input, counter, score_threshold)
+                translation = (0, 0) if full or motion is None else self._follow(stream, motion, model_input)
+                full = stream.empty
+                pixels = translate(model_input.pixels, *translation)
+                tokens, grid, per_block = self.encode(pixels, counter, stream, policy)
+                detections = self._detections(tokens, grid, model_input, counter, score_threshold,
+                                              translation)
         except BaseException:
             stream.reset()  # a half-updated state would corrupt every later frame
             raise
@@ -195,10 +219,21 @@ class EventfulViT(nn.Module):
         stream.end_frame()
         return result
 
-    def dense(self, frame: np.ndarray, score_threshold: float | None = None) -> Result:
+    def _follow(self, stream: Stream, motion: tuple[float, float], model_input: ModelInput) -> tuple[int, int]:
+        """Shift the stream's state after the content's `motion` (frame pixels); the translation
+        (x, y) in model-input pixels that aligns this frame with it."""
+        scale_x, scale_y = model_input.scale
+        move, translation = stream.follow_motion(motion[0] / scale_x, motion[1] / scale_y, self.patch_size)
+        if move != (0, 0):
+            height, width = (side // self.patch_size for side in model_input.size)
+            stream.shift(PatchGrid(self.first_patch_token, height, width), *move)
+        return (0, 0) if stream.empty or stream.config.motion_alignment == "patch" else translation
+
+    def dense(self, frame: np.ndarray, score_threshold: float | None = None,
+              short_side: int | None = None) -> Result:
         """The plain (non-eventful) model on one frame; no state."""
         start = time.perf_counter()
-        model_input = self.preprocess(frame)
+        model_input = self.preprocess(frame, short_side)
         counter = FlopCounter()
         with torch.inference_mode():
             tokens, grid, per_block = self.encode(model_input.pixels, counter)
@@ -206,10 +241,12 @@ class EventfulViT(nn.Module):
         return self._result(tokens, per_block, detections, grid, model_input, counter, start, 0, True)
 
     def _detections(self, tokens, grid, model_input: ModelInput, counter: FlopCounter,
-                    score_threshold: float | None) -> Detections | None:
+                    score_threshold: float | None, translation: tuple[int, int] = (0, 0)) -> Detections | None:
         threshold = self.default_score_threshold if score_threshold is None else score_threshold
         detections = self.detect(tokens, grid, counter, threshold)
-        return None if detections is None else detections.scaled(*model_input.scale)
+        if detections is None:
+            return None
+        return detections.shifted(-translation[0], -translation[1]).scaled(*model_input.scale)
 
     @staticmethod
     def _result(tokens, per_block, detections: Detections | None, grid, model_input: ModelInput,

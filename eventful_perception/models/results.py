@@ -39,6 +39,13 @@ class Detections:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def shifted(self, dx: float, dy: float) -> Detections:
+        """The same detections moved by (dx, dy) pixels."""
+        if dx == 0 and dy == 0:
+            return self
+        offset = np.array([dx, dy, dx, dy], dtype=np.float32)
+        return Detections(self.boxes + offset, self.scores.copy(), list(self.labels))
+
     def scaled(self, scale_x: float, scale_y: float) -> Detections:
         """The same detections with x coordinates multiplied by `scale_x` and y by `scale_y`."""
         factors = np.array([scale_x, scale_y, scale_x, scale_y], dtype=np.float32)

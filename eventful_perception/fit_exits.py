@@ -1,0 +1,106 @@
+"""`eventful-perception fit-exits VIDEO`: fit the granularity ladder's exit thresholds to budgets.
+
+Runs every stage densely on every calibration frame (as DVT evaluates every exit), records each
+stage's confidence (`ExitRule.confidence`) and mean GFLOPs, then fits one threshold set per
+budget with `granularity.fit_exits` and checks it: the mean cost of the frames' exits, as a
+fraction of the finest stage's dense GFLOPs, is reported beside each budget. Writes the JSON
+that `LadderConfig.from_file` and the node's `exit_thresholds_file` read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from eventful_perception.assets import resolve_video
+from eventful_perception.granularity import DEFAULT_SHORT_SIDES, ExitRule, LadderConfig, fit_exits
+from eventful_perception.models.base import EventfulViT
+
+
+def calibrate(model: EventfulViT, frames: list[np.ndarray], short_sides: tuple[int, ...],
+              score_low: float) -> tuple[np.ndarray, np.ndarray]:
+    """(confidences (frames, stages), stage costs (stages,) as fractions of the finest stage's)."""
+    rule = ExitRule((), score_low, model.default_score_threshold)
+    confidences = np.zeros((len(frames), len(short_sides)))
+    gflops = np.zeros((len(frames), len(short_sides)))
+    for i, frame in enumerate(tqdm(frames, desc="calibrate stages", unit="frame", file=sys.stderr)):
+        for k, side in enumerate(short_sides):
+            result = model.dense(frame, score_threshold=score_low, short_side=side)
+            confidences[i, k] = rule.confidence(result.detections)
+            gflops[i, k] = result.usage.gflops
+    costs = gflops.mean(axis=0)
+    return confidences, costs / costs[-1]
+
+
+def realised_cost(confidences: np.ndarray, costs: np.ndarray, thresholds: tuple[float, ...]) -> float:
+    """Mean cost (fraction of the finest stage) of running the ladder with `thresholds`."""
+    rule = ExitRule(thresholds)
+    cumulative = np.cumsum(costs)
+    total = 0.0
+    for row in confidences:
+        stage = next(k for k in range(len(costs)) if rule.exits(k, row[k]))
+        total += cumulative[stage]
+    return total / len(confidences)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from eventful_perception.bench import read_frames
+    from eventful_perception.models.loading import load_model
+
+    try:
+        budgets = [float(b) for b in args.budgets.split(",")]
+        sides = tuple(int(s) for s in args.short_sides.split(","))
+        LadderConfig(short_sides=sides)
+        frames = read_frames(resolve_video(args.video), args.start, args.frames, None, args.pan)
+    except ValueError as error:
+        print(f"eventful-perception fit-exits: error: {error}", file=sys.stderr)
+        return 2
+    model = load_model(args.model)
+    confidences, costs = calibrate(model, frames, sides, args.score_low)
+    fitted = fit_exits(confidences, costs, budgets)
+    print("stage costs (fraction of the finest):", ", ".join(f"{c:.3f}" for c in costs))
+    print("budget | thresholds | realised cost")
+    for budget, thresholds in fitted.items():
+        print(f"{budget:6g} | {', '.join(f'{t:.3f}' for t in thresholds)} | "
+              f"{realised_cost(confidences, costs, thresholds):.3f}")
+    report = {
+        "footage": f"{Path(args.video).name}, frames {args.start}-{args.start + args.frames - 1}, "
+                   f"pan {args.pan} px/frame",
+        "command": "eventful-perception fit-exits " + " ".join(sys.argv[2:]),
+        "model": args.model,
+        "short_sides": list(sides),
+        "score_low": args.score_low,
+        "stage_costs": [round(float(c), 4) for c in costs],
+        "exit_thresholds": {str(b): list(t) for b, t in fitted.items()},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {Path(args.out).resolve()}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Register `eventful-perception fit-exits`."""
+    parser = subparsers.add_parser(
+        "fit-exits", help="fit the granularity ladder's exit thresholds to compute budgets (JSON)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", help="calibration video file, or a set-up video name such as vtest.avi")
+    parser.add_argument("--budgets", default="0.3,0.4,0.5,0.6,0.8",
+                        help="comma-separated budgets: mean cost as a fraction of the finest "
+                             "stage's dense GFLOPs (default: %(default)s)")
+    parser.add_argument("--short-sides", default=",".join(map(str, DEFAULT_SHORT_SIDES)),
+                        help="the stages' input short sides, increasing (default: %(default)s)")
+    parser.add_argument("--score-low", type=float, default=LadderConfig.score_low,
+                        help="lowest score of a candidate detection (default: %(default)s)")
+    parser.add_argument("--frames", type=int, default=120, help="calibration frames (default: %(default)s)")
+    parser.add_argument("--start", type=int, default=0, help="first frame (default: %(default)s)")
+    parser.add_argument("--pan", type=int, default=3,
+                        help="moving camera: a 3/4-width window slides PX pixels per frame; the "
+                             "ladder runs when the camera moves (default: %(default)s)")
+    parser.add_argument("--model", default="default", help="(default: %(default)s)")
+    parser.add_argument("--out", required=True, help="JSON to write, e.g. config/exit_thresholds.json")
+    parser.set_defaults(func=run_fit)

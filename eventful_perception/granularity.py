@@ -1,0 +1,263 @@
+"""Dynamic token granularity (DVT, Wang et al. 2021) on one Eventful detector, and the one
+controller that sets both knobs per frame.
+
+A ladder of stages runs the same backbone and head at growing input scales (short side 224 ->
+336 -> 448: 337 -> 713 -> 1377 tokens), each stage with its own Eventful stream. A frame stops
+at the first stage whose exit rule is satisfied. The controller's law, per frame:
+
+- it measures the camera's motion (`GlobalMotion`, in pixels of the finest stage);
+- static camera (motion <= `still_px`): the finest stage only, recomputing `budget` of its
+  tokens (the Eventful method alone, whose savings come from unchanged tokens);
+- moving camera (or motion unknown): the ladder from the coarsest stage, every stage dense
+  (gating saves nothing when everything moves), exits fitted so that the mean cost is `budget`
+  of the finest dense stage (DVT's fitting; `fit_exits`, thresholds in `config/`).
+
+Budget means one thing in both cases: the fraction of the finest stage's dense compute.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .eventful.stream import Stream, StreamConfig
+from .models.base import EventfulViT
+from .models.results import Detections, Result
+from .motion import GlobalMotion
+
+DEFAULT_SHORT_SIDES = (224, 336, 448)
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """Stop at a stage when its least certain candidate detection is certain enough.
+
+    A candidate is a detection (after NMS) scoring at least `score_low`; its certainty is its
+    distance to the decision threshold `score_threshold`, normalised to 0..1 on either side. A
+    frame's confidence is the smallest certainty (1.0 with no candidate). Stage k exits when its
+    confidence >= `thresholds[k]`; the last stage always exits.
+    """
+
+    thresholds: tuple[float, ...]
+    score_low: float = 0.1
+    score_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if not 0.0 <= self.score_low < self.score_threshold < 1.0:
+            raise ValueError(f"need 0 <= score_low < score_threshold < 1, got "
+                             f"{self.score_low} and {self.score_threshold}")
+
+    def confidence(self, detections: Detections | None) -> float:
+        """The frame's confidence from detections scored down to `score_low`."""
+        if detections is None or len(detections) == 0:
+            return 1.0
+        scores = detections.scores[detections.scores >= self.score_low]
+        if len(scores) == 0:
+            return 1.0
+        t, low = self.score_threshold, self.score_low
+        certainty = np.where(scores >= t, (scores - t) / (1.0 - t), (t - scores) / (t - low))
+        return float(certainty.min())
+
+    def exits(self, stage: int, confidence: float) -> bool:
+        return stage >= len(self.thresholds) or confidence >= self.thresholds[stage]
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """The stages, the exit thresholds fitted per budget, and the controller's constants."""
+
+    short_sides: tuple[int, ...] = DEFAULT_SHORT_SIDES
+    # budget -> one threshold per stage but the last (from `fit_exits`); the controller uses the
+    # set of the largest fitted budget not above the frame's budget (the smallest otherwise).
+    exit_thresholds: dict[float, tuple[float, ...]] = field(default_factory=dict)
+    score_low: float = 0.1
+    still_px: float = 0.5  # camera motion per frame, in finest-stage pixels, still called static
+
+    def __post_init__(self) -> None:
+        sides = tuple(int(s) for s in self.short_sides)
+        if not sides or list(sides) != sorted(set(sides)):
+            raise ValueError(f"short_sides must be increasing, got {self.short_sides!r}")
+        object.__setattr__(self, "short_sides", sides)
+        thresholds = {float(b): tuple(t) for b, t in self.exit_thresholds.items()}
+        for budget, values in thresholds.items():
+            if len(values) != len(sides) - 1:
+                raise ValueError(f"budget {budget}: expected {len(sides) - 1} exit thresholds, got {len(values)}")
+        object.__setattr__(self, "exit_thresholds", thresholds)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LadderConfig:
+        """A config written by `eventful-perception fit-exits` (JSON)."""
+        data = json.loads(Path(path).read_text())
+        return cls(short_sides=tuple(data["short_sides"]), score_low=data["score_low"],
+                   still_px=data.get("still_px", cls.still_px),
+                   exit_thresholds={float(b): tuple(t) for b, t in data["exit_thresholds"].items()})
+
+    def exit_rule(self, budget: float, score_threshold: float) -> ExitRule:
+        """The exit rule for a frame's budget (no early exit when none was fitted)."""
+        if not self.exit_thresholds:
+            return ExitRule((math.inf,) * (len(self.short_sides) - 1), self.score_low, score_threshold)
+        fitted = sorted(self.exit_thresholds)
+        chosen = max((b for b in fitted if b <= budget), default=fitted[0])
+        return ExitRule(self.exit_thresholds[chosen], self.score_low, score_threshold)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the controller chose for a frame: the first stage to run and the update fraction
+    of every stage (1.0 = dense)."""
+
+    first_stage: int
+    update_fractions: tuple[float, ...]
+    moving: bool
+
+
+@dataclass
+class LadderState:
+    """Everything the ladder keeps for one camera: one stream per stage, the motion estimator,
+    and how many frames exited at each stage."""
+
+    streams: list[Stream]
+    motion: GlobalMotion
+    exits: list[int]
+
+    @classmethod
+    def create(cls, config: LadderConfig, stream_config: StreamConfig | None = None) -> LadderState:
+        streams = [Stream(stream_config, f"stage{k}") for k in range(len(config.short_sides))]
+        return cls(streams, GlobalMotion(), [0] * len(config.short_sides))
+
+    def exit_rates(self) -> list[float]:
+        """Fraction of the frames so far that exited at each stage."""
+        total = sum(self.exits)
+        return [count / total if total else 0.0 for count in self.exits]
+
+
+@dataclass(frozen=True)
+class LadderResult:
+    """The exiting stage's result, which stage it was, and what each stage run cost."""
+
+    result: Result
+    stage: int
+    plan: Plan
+    confidences: tuple[float, ...]
+    gflops: float  # every stage run on this frame
+    gflops_dense: float  # the finest stage, dense, on this frame
+    motion_px: float | None  # camera motion in finest-stage pixels (None: unknown)
+
+
+def plan_frame(config: LadderConfig, budget: float, motion_px: float | None) -> Plan:
+    """The controller's law (module docstring) for a frame's budget and camera motion."""
+    stages = len(config.short_sides)
+    if motion_px is not None and motion_px <= config.still_px:
+        return Plan(stages - 1, (1.0,) * (stages - 1) + (budget,), moving=False)
+    return Plan(0, (1.0,) * stages, moving=True)
+
+
+class Ladder:
+    """Runs a frame through the stages the controller plans, stopping at the first exit."""
+
+    def __init__(self, model: EventfulViT, config: LadderConfig) -> None:
+        if not getattr(model, "labels", None):
+            raise ValueError("the granularity ladder needs a detector (a model with labels)")
+        self.model = model
+        self.config = config
+        self._finest_gflops: dict[tuple[int, int], float] = {}  # frame size -> finest dense GFLOPs
+
+    def new_state(self, stream_config: StreamConfig | None = None) -> LadderState:
+        return LadderState.create(self.config, stream_config)
+
+    def __call__(self, frame: np.ndarray, state: LadderState, budget: float,
+                 score_threshold: float | None = None) -> LadderResult:
+        threshold = self.model.default_score_threshold if score_threshold is None else score_threshold
+        rule = self.config.exit_rule(budget, threshold)
+        motion = state.motion(frame)
+        motion_px = self._finest_pixels(frame, motion)
+        plan = plan_frame(self.config, budget, motion_px)
+        gflops, confidences = 0.0, []
+        for stage in range(plan.first_stage, len(self.config.short_sides)):
+            result = self.model(frame, state.streams[stage], budget=plan.update_fractions[stage],
+                                score_threshold=min(rule.score_low, threshold),
+                                short_side=self.config.short_sides[stage])
+            gflops += result.usage.gflops
+            confidences.append(rule.confidence(result.detections))
+            if rule.exits(stage, confidences[-1]):
+                break
+        state.exits[stage] += 1
+        return LadderResult(_above(result, threshold), stage, plan, tuple(confidences), gflops,
+                            self._finest_dense(frame, stage, result), motion_px)
+
+    def _finest_dense(self, frame: np.ndarray, stage: int, result: Result) -> float:
+        """The finest stage's dense GFLOPs for this frame size: counted once it ran, until then
+        scaled from this stage's by the token ratio (attention makes that a slight underestimate)."""
+        size = frame.shape[:2]
+        sides = self.config.short_sides
+        if stage == len(sides) - 1:
+            self._finest_gflops[size] = result.usage.gflops_dense
+        return self._finest_gflops.get(size, result.usage.gflops_dense * (sides[-1] / sides[stage]) ** 2)
+
+    def _finest_pixels(self, frame: np.ndarray, motion: tuple[float, float] | None) -> float | None:
+        if motion is None:
+            return None
+        return math.hypot(*motion) * self.config.short_sides[-1] / min(frame.shape[:2])
+
+
+def _above(result: Result, threshold: float) -> Result:
+    """`result` with only the detections scoring at least `threshold`."""
+    d = result.detections
+    if d is None:
+        return result
+    keep = d.scores >= threshold
+    kept = Detections(d.boxes[keep], d.scores[keep], [label for label, k in zip(d.labels, keep) if k])
+    return Result(result.features, result.usage, kept, result.grid, result.input_size,
+                  result.frame_index, result.full_update)
+
+
+def fit_exits(confidences: np.ndarray, stage_costs: Sequence[float], budgets: Sequence[float]
+              ) -> dict[float, tuple[float, ...]]:
+    """DVT's threshold fitting: per budget, exit shares proportional to q^k, q solved so that
+    the mean cost is `budget`, each threshold the quantile of the confidences of the frames
+    that reach its stage.
+
+    confidences: (frames, stages) every stage's confidence on every calibration frame.
+    stage_costs: each stage's cost as a fraction of the finest stage's (the last is 1.0).
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    cumulative = np.cumsum(stage_costs)
+    fitted = {}
+    for budget in budgets:
+        shares = _shares(cumulative, float(budget))
+        fitted[float(budget)] = _thresholds(confidences, shares)
+    return fitted
+
+
+def _shares(cumulative: np.ndarray, budget: float) -> np.ndarray:
+    """Exit shares q^k / sum(q^j) whose expected cumulative cost is `budget` (bisection on log q)."""
+    def cost(log_q: float) -> float:
+        weights = np.exp(log_q * np.arange(len(cumulative)))
+        return float((weights / weights.sum()) @ cumulative)
+
+    low, high = -30.0, 30.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cost(middle) < budget else (low, middle)
+    weights = np.exp(low * np.arange(len(cumulative)))
+    return weights / weights.sum()
+
+
+def _thresholds(confidences: np.ndarray, shares: np.ndarray) -> tuple[float, ...]:
+    remaining = np.ones(len(confidences), dtype=bool)
+    thresholds = []
+    for stage, share in enumerate(shares[:-1]):
+        exiting = int(round(share * len(confidences)))
+        values = np.sort(confidences[remaining, stage])[::-1]  # most confident first
+        if exiting <= 0 or len(values) == 0:
+            threshold = math.inf
+        else:
+            threshold = float(values[min(exiting, len(values)) - 1])
+        thresholds.append(threshold)
+        remaining &= confidences[:, stage] < threshold
+    return tuple(thresholds)
