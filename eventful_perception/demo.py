@@ -30,7 +30,6 @@ from eventful_perception.bags import make_bag
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import image_to_rgb
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 BATTERY_LOW, BATTERY_CRITICAL = 0.6, 0.15
 
 
@@ -150,7 +149,7 @@ def plot(timeline: Timeline, path: Path) -> None:
 
 def _use_large_data_profile() -> None:
     """Images cross processes here (player -> node -> monitor): give all of them the profile."""
-    profile = str(_config("fastdds_large_data.xml"))
+    profile = str(assets.config_file("fastdds_large_data.xml"))
     for name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):  # Fast DDS 2, 3
         os.environ.setdefault(name, profile)
 
@@ -168,13 +167,6 @@ def _replay(bag: Path, rate: float) -> subprocess.Popen:
     command = [sys.executable, "-m", "eventful_perception.cli", "replay", str(bag),
                "--rate", str(rate), "--wait-for-subscribers", "1"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
-
-
-def _config(name: str) -> Path:
-    for root in (PACKAGE_ROOT.parent / "config", Path(sys.prefix) / "share/eventful_perception/config"):
-        if (root / name).exists():
-            return root / name
-    raise FileNotFoundError(name)
 
 
 def _spin_while(executor: SingleThreadedExecutor, process: subprocess.Popen) -> None:
