@@ -58,8 +58,6 @@ def test_token_budget_set_is_accepted_in_range_and_rejected_out_of_range(running
     ({"token_budget": "high"}, "Wrong parameter type"),
     ({"min_budget": 0.0}, "min_budget out of range"),
     ({"granularity": "coarse"}, "granularity must be one of fixed, adaptive"),
-    ({"granularity": "adaptive", "exit_thresholds_file": "/no/such/exits.json"},
-     "exit thresholds file /no/such/exits.json"),
 ])
 def test_invalid_values_are_rejected_with_a_reason(running, values, reason):
     _, peer = running
