@@ -61,8 +61,8 @@ class StagedStream:
     """All the state of one camera at one granularity: an Eventful `Stream` (fixed) or a
     `LadderState` (adaptive, `ladder` given); the model's weights are shared."""
 
-    def __init__(self, model: EventfulViT, stream_config: StreamConfig, ladder: LadderConfig | None = None,
-                 name: str = "") -> None:
+    def __init__(self, model: EventfulViT, stream_config: StreamConfig,
+                 ladder: LadderConfig | None = None, name: str = "") -> None:
         self.stream_config, self.ladder_config = stream_config, ladder
         self._model = model
         self._ladder = Ladder(model, ladder) if ladder is not None else None

@@ -61,6 +61,11 @@ def test_granularity_adaptive_reads_the_ladder_from_exit_thresholds_file(tmp_pat
         Settings.from_values(adaptive)
     with pytest.raises(ValueError, match="needs policy top_r, got 'threshold'"):
         Settings.from_values({**adaptive, "policy": "threshold"})
+    path.write_text(json.dumps({"short_sides": [224, 448], "score_low": 0.2,
+                                "exit_thresholds": {"0.4": [0.7]}}))
+    with pytest.raises(ValueError, match="needs score_threshold above the exit thresholds file's "
+                                         "score_low 0.2 and below 1, got 0.2"):
+        Settings.from_values({**adaptive, "score_threshold": 0.2})  # the exit rule needs a band
 
 
 def test_integers_become_floats_only_for_double_parameters():

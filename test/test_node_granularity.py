@@ -124,6 +124,8 @@ def test_switching_granularity_starts_the_camera_over(running, still_then_pannin
 @pytest.mark.parametrize("values, reason", [
     ({"granularity": "coarse"}, "granularity must be one of fixed, adaptive"),
     ({"policy": "threshold"}, "needs policy top_r"),
+    ({"score_threshold": 0.05}, "needs score_threshold above the exit thresholds file's "
+                                "score_low 0.1"),
     ({"exit_thresholds_file": "/no/such/thresholds.json"},
      "exit thresholds file /no/such/thresholds.json"),
 ])

@@ -146,8 +146,7 @@ def _from_values(cls: type, values: Mapping[str, Any]) -> Any:
     problem = _camera_problem(values["cameras"]) or _granularity_problem(values)
     if problem:
         raise ValueError(problem)
-    ladder = (load_ladder_config(values["exit_thresholds_file"])
-              if values["granularity"] == "adaptive" else None)
+    ladder = _ladder(values)
     budget = BudgetConfig(**{f.name: values[f.name] for f in fields(BudgetConfig)})
     tracker = TrackerConfig(**{f.name: values[f"tracking_{f.name}"] for f in fields(TrackerConfig)})
     return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()},
@@ -181,6 +180,19 @@ def _granularity_problem(values: Mapping[str, Any]) -> str | None:
         return ("granularity adaptive sets each stage's update fraction from token_budget: it "
                 f"needs policy top_r, got {values['policy']!r}")
     return None
+
+
+def _ladder(values: Mapping[str, Any]) -> LadderConfig | None:
+    """The granularity ladder's config (None with granularity fixed), whose exit rule needs
+    score_low < score_threshold < 1."""
+    if values["granularity"] != "adaptive":
+        return None
+    ladder = load_ladder_config(values["exit_thresholds_file"])
+    if not ladder.score_low < values["score_threshold"] < 1.0:
+        raise ValueError(f"granularity adaptive needs score_threshold above the exit thresholds "
+                         f"file's score_low {ladder.score_low} and below 1, got "
+                         f"{values['score_threshold']}")
+    return ladder
 
 
 def _camera_problem(cameras: Iterable[str]) -> str | None:
