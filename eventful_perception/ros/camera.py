@@ -162,9 +162,10 @@ class CameraPipeline:
         summary = (f"budget {decision.effective:.2f} ({decision.reason}) | tokens "
                    f"{usage.tokens_updated}/{usage.tokens_total} | {usage.gflops:.1f}/"
                    f"{usage.gflops_dense:.1f} GFLOPs | {self._latency_ms:.0f} ms")
+        lines = [summary]
         if staged.stages > 1:
-            summary += f" | {stage_text(staged.stage, staged.short_side)}"
+            lines.append(stage_text(staged.stage, staged.short_side))
         image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels, ids)
-        image = draw_text_panel(image, [summary])
+        image = draw_text_panel(image, lines)
         self._image.publish(conversions.rgb_to_image(image, header))
 
