@@ -8,6 +8,9 @@ frame exits at the first stage it runs and the stage depends on the controller's
 scores.
 """
 import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -29,9 +32,22 @@ def thresholds_file(path, short_sides=SHORT_SIDES, thresholds=(0.0, 0.0)):
     return path
 
 
+@dataclass
+class Running:
+    """The node process, the test's peer, its image publisher and what the node published."""
+
+    process: DetectorProcess
+    peer: Peer
+    publisher: Any
+    usage: list
+    diagnostics: list
+    images: list  # detection_image, drawn (with the stage) while subscribed
+    folder: Path
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory):
-    """The node in granularity adaptive, the test's peer, its compute usage and a publisher."""
+    """The node in granularity adaptive with the thresholds 0.0 file."""
     folder = tmp_path_factory.mktemp("granularity")
     process = DetectorProcess({"model": str(tiny_yolos()), "short_side": 128,
                                "image_qos": "reliable", "token_budget": 0.5,
@@ -39,11 +55,12 @@ def running(tmp_path_factory):
                                "exit_thresholds_file": str(thresholds_file(folder / "exits.json"))})
     peer = Peer()
     try:
-        usage = peer.collect(ComputeUsage, "compute_usage")
-        arrays = peer.collect(DiagnosticArray, "/diagnostics")
-        publisher = peer.node.create_publisher(Image, "image_raw", reliable())
+        node = Running(process, peer, peer.node.create_publisher(Image, "image_raw", reliable()),
+                       peer.collect(ComputeUsage, "compute_usage"),
+                       peer.collect(DiagnosticArray, "/diagnostics"),
+                       peer.collect(Image, "detection_image"), folder)
         peer.wait_for_reliable_match("image_raw", process)
-        yield process, peer, publisher, usage, arrays, folder
+        yield node
     finally:
         peer.close()
         process.assert_clean_exit()
@@ -52,11 +69,10 @@ def running(tmp_path_factory):
 @pytest.fixture(scope="module")
 def still_then_panning(running):
     """ComputeUsage of STILL frames from a still camera, then PANNING frames of it panning."""
-    process, peer, publisher, usage, _, _ = running
     frames = video_frames(STILL + PANNING)
     clip = [*clips.panning(frames[:STILL], WIDTH, 0), *clips.panning(frames[STILL:], WIDTH, STEP)]
-    return [peer.send_and_wait(publisher, image_msg(frame, i), usage, process)
-            for i, frame in enumerate(clip)]
+    return [running.peer.send_and_wait(running.publisher, image_msg(frame, i), running.usage,
+                                       running.process) for i, frame in enumerate(clip)]
 
 
 def test_stage_changes_when_the_camera_starts_panning(still_then_panning):
@@ -77,18 +93,18 @@ def test_stage_changes_when_the_camera_starts_panning(still_then_panning):
 
 
 def test_diagnostics_report_the_exit_rate_per_stage(running, still_then_panning):
-    process, peer, _, _, arrays, _ = running
     frames = len(still_then_panning)
 
     def status():
-        for array in reversed(arrays):
+        for array in reversed(running.diagnostics):
             for s in array.status:
                 values = {kv.key: kv.value for kv in s.values}
                 if (s.hardware_id == f"{NAMESPACE}/eventful_detector"
                         and values.get("frames processed") == str(frames)):
                     return values
         return None
-    peer.spin_until(lambda: status() is not None, 30.0, "diagnostics after the clip", process)
+    running.peer.spin_until(lambda: status() is not None, 30.0, "diagnostics after the clip",
+                            running.process)
     values = status()
     counts = [sum(u.stage == k for u in still_then_panning) for k in range(len(SHORT_SIDES))]
     assert counts == [PANNING, 0, STILL]
@@ -96,17 +112,20 @@ def test_diagnostics_report_the_exit_rate_per_stage(running, still_then_panning)
         assert values[f"exit rate stage {k} ({side})"] == f"{counts[k] / frames:.3f}"
     assert values["stage"] == "0 (64)" and values["tokens total"] == str(
         still_then_panning[-1].tokens_total)
+    # the overlay (with its stage line) was drawn in adaptive mode; the first frames may have
+    # come before the node discovered the subscription
+    running.peer.spin_until(lambda: running.images, 30.0, "an overlay", running.process)
 
 
 def test_switching_granularity_starts_the_camera_over(running, still_then_panning):
-    process, peer, publisher, usage, _, _ = running
     frame = video_frames(1, start=50)[0]
     index = iter(range(100, 200))
 
     def send(**values) -> ComputeUsage:
-        results = peer.set_parameters(values) if values else []
+        results = running.peer.set_parameters(values) if values else []
         assert all(r.successful for r in results), [r.reason for r in results]
-        return peer.send_and_wait(publisher, image_msg(frame, next(index)), usage, process)
+        return running.peer.send_and_wait(running.publisher, image_msg(frame, next(index)),
+                                          running.usage, running.process)
 
     send()
     still = send()  # the same frame again: no motion
@@ -130,16 +149,14 @@ def test_switching_granularity_starts_the_camera_over(running, still_then_pannin
      "exit thresholds file /no/such/thresholds.json"),
 ])
 def test_bad_granularity_values_are_rejected_with_a_reason(running, values, reason):
-    _, peer, _, _, _, _ = running
-    [result] = peer.set_parameters(values)
+    [result] = running.peer.set_parameters(values)
     assert not result.successful
     assert reason in result.reason
 
 
 def test_thresholds_file_that_does_not_fit_its_stages_is_rejected(running):
-    _, peer, _, _, _, folder = running
-    bad = thresholds_file(folder / "short.json", thresholds=(0.0,))  # 3 stages need 2 thresholds
-    [result] = peer.set_parameters({"exit_thresholds_file": str(bad)})
+    bad = thresholds_file(running.folder / "short.json", thresholds=(0.0,))  # 3 stages need 2
+    [result] = running.peer.set_parameters({"exit_thresholds_file": str(bad)})
     assert not result.successful
     assert f"exit thresholds file {bad}" in result.reason and "expected 2 exit thresholds" in (
         result.reason)
