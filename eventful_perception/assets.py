@@ -106,7 +106,8 @@ def config_file(name: str) -> Path:
     colcon install) and under this Python's prefix (the dev set-up's `.venv/`)."""
     prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     roots = [Path(__file__).resolve().parents[1] / "config"] + [
-        prefix / "share" / "eventful_perception" / "config" for prefix in [*prefixes, Path(sys.prefix)]]
+        prefix / "share" / "eventful_perception" / "config"
+        for prefix in [*prefixes, Path(sys.prefix)]]
     for root in roots:
         if (root / name).is_file():
             return root / name

@@ -92,7 +92,8 @@ def test_frame_record_is_the_documented_json():
         "usage": {"tokens_updated": 10, "tokens_total": 40, "gflops": 1.2346, "gflops_dense": 4.5,
                   "stage": 1, "stages_run": 2, "short_side": 80},
     }
-    assert frame_record(7, StagedResult(result, 0, 1, 1))["detections"][0]["id"] == ""  # no tracking
+    untracked = frame_record(7, StagedResult(result, 0, 1, 1))
+    assert untracked["detections"][0]["id"] == ""  # tracking off
     empty = Result(torch.zeros(1, 4), Usage(40, 40, 4.5, 4.5))
     assert frame_record(0, StagedResult(empty, 0, 1, 1))["detections"] == []
 

@@ -18,7 +18,8 @@ from sensor_msgs.msg import Image
 
 from eventful_perception import clips
 from eventful_perception.msg import ComputeUsage
-from node_harness import NAMESPACE, DetectorProcess, Peer, image_msg, reliable, tiny_yolos, video_frames
+from node_harness import (NAMESPACE, DetectorProcess, Peer, image_msg, reliable, tiny_yolos,
+                          video_frames)
 
 SHORT_SIDES = (64, 96, 128)
 STILL, PANNING = 6, 8
