@@ -100,6 +100,20 @@ def _is_clone(root: Path) -> bool:
     return package_xml.is_file() and "<name>eventful_perception</name>" in package_xml.read_text()
 
 
+def config_file(name: str) -> Path:
+    """A file the package ships in `config/`, the first found of: the source clone's
+    `config/`, then `share/eventful_perception/config/` under each `$AMENT_PREFIX_PATH` entry (a
+    colcon install) and under this Python's prefix (the dev set-up's `.venv/`)."""
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    roots = [Path(__file__).resolve().parents[1] / "config"] + [
+        prefix / "share" / "eventful_perception" / "config"
+        for prefix in [*prefixes, Path(sys.prefix)]]
+    for root in roots:
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"config/{name} not found in {', '.join(str(r) for r in roots)}")
+
+
 def video_path(name: str) -> Path:
     """Path of a set-up video in the cache, e.g. `video_path("vtest.avi")` (may not exist yet)."""
     if name not in VIDEOS and name not in EXTRA_VIDEOS:

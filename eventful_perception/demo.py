@@ -2,7 +2,8 @@
 
 Makes a bag from the demo clip (with a battery ramp), starts the `eventful_detector` node in
 adaptive mode, replays the bag through rclpy, prints a per-second summary, and writes the
-annotated video and a plot of budget / GFLOPs / latency over time.
+annotated video and a plot of budget / GFLOPs / latency (and, with `--granularity adaptive`, the
+granularity stage) over time.
 """
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from eventful_perception import assets
 from eventful_perception.bags import make_bag
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import image_to_rgb
+from eventful_perception.stages import GRANULARITIES
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 BATTERY_LOW, BATTERY_CRITICAL = 0.6, 0.15
 
 
@@ -44,6 +45,7 @@ class Timeline:
     gflops: list[float] = field(default_factory=list)
     gflops_dense: list[float] = field(default_factory=list)
     latency_ms: list[float] = field(default_factory=list)
+    stage: list[int] = field(default_factory=list)
     battery_t: list[float] = field(default_factory=list)
     battery: list[float] = field(default_factory=list)
 
@@ -51,9 +53,9 @@ class Timeline:
 class DemoMonitor(Node):
     """Subscribes to the node's outputs; prints a per-second summary; writes the video."""
 
-    def __init__(self, video_path: Path, fps: float) -> None:
+    def __init__(self, video_path: Path, fps: float, granularity: str = "fixed") -> None:
         super().__init__("eventful_demo_monitor")
-        self.timeline = Timeline()
+        self.timeline, self.granularity = Timeline(), granularity
         self._start = time.monotonic()
         self._video_path, self._fps, self._writer = video_path, fps, None
         self._second: list[ComputeUsage] = []
@@ -80,6 +82,7 @@ class DemoMonitor(Node):
         tl.gflops.append(msg.gflops)
         tl.gflops_dense.append(msg.gflops_dense)
         tl.latency_ms.append(msg.latency_ms)
+        tl.stage.append(msg.stage)
         self._second.append(msg)
 
     def _on_detections(self, msg: Detection2DArray) -> None:
@@ -105,9 +108,11 @@ class DemoMonitor(Node):
             return
         last = usages[-1]
         reason = last.budget_reason or "as requested"
+        stage = (f"stage {last.stage} ({last.short_side} px)  "
+                 if self.granularity == "adaptive" else "")
         print(f"[{self._now():5.1f} s] battery {battery:4.0%}  frames {len(usages)}  "
               f"budget {last.budget_requested:.2f}->{last.budget_effective:.2f} ({reason})  "
-              f"tokens {last.tokens_updated}/{last.tokens_total}  "
+              f"{stage}tokens {last.tokens_updated}/{last.tokens_total}  "
               f"GFLOPs {np.mean([u.gflops for u in usages]):.1f} "
               f"(dense {last.gflops_dense:.1f})  "
               f"latency {np.mean([u.latency_ms for u in usages]):.0f} ms  "
@@ -119,14 +124,16 @@ class DemoMonitor(Node):
             self._writer.release()
 
 
-def plot(timeline: Timeline, path: Path) -> None:
-    """Budget (and battery), GFLOPs (and the dense cost) and latency over time."""
+def plot(timeline: Timeline, path: Path, granularity: str = "fixed") -> None:
+    """Budget (and battery), GFLOPs (and the dense cost), latency (and the granularity stage
+    with granularity adaptive) over time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    rows = 4 if granularity == "adaptive" else 3
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 8 + 2 * (rows - 3)), sharex=True)
     tl = timeline
     axes[0].plot(tl.t, tl.budget_requested, "--", label="budget requested")
     axes[0].plot(tl.t, tl.budget_effective, label="budget effective")
@@ -138,7 +145,11 @@ def plot(timeline: Timeline, path: Path) -> None:
     axes[1].set_ylabel("GFLOPs / frame")
     axes[2].plot(tl.t, tl.latency_ms, label="latency")
     axes[2].set_ylabel("ms / frame")
-    axes[2].set_xlabel("time (s)")
+    if rows == 4:
+        axes[3].step(tl.t, tl.stage, where="post", label="stage (0 = coarsest)")
+        axes[3].set_ylabel("stage")
+        axes[3].yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[-1].set_xlabel("time (s)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right")
@@ -150,7 +161,7 @@ def plot(timeline: Timeline, path: Path) -> None:
 
 def _use_large_data_profile() -> None:
     """Images cross processes here (player -> node -> monitor): give all of them the profile."""
-    profile = str(_config("fastdds_large_data.xml"))
+    profile = str(assets.config_file("fastdds_large_data.xml"))
     for name in ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_PROFILES_FILE"):  # Fast DDS 2, 3
         os.environ.setdefault(name, profile)
 
@@ -160,7 +171,10 @@ def _start_node(args: argparse.Namespace) -> subprocess.Popen:
                "-p", f"model:={args.model}", "-p", "budget_mode:=adaptive",
                "-p", f"token_budget:={args.budget}", "-p", f"device:={args.device}",
                # Start saving early so the 100% -> 10% ramp shows the whole battery law.
-               "-p", f"battery_low:={BATTERY_LOW}", "-p", f"battery_critical:={BATTERY_CRITICAL}"]
+               "-p", f"battery_low:={BATTERY_LOW}", "-p", f"battery_critical:={BATTERY_CRITICAL}",
+               "-p", f"granularity:={args.granularity}"]
+    if args.exit_thresholds:
+        command += ["-p", f"exit_thresholds_file:={args.exit_thresholds}"]
     return subprocess.Popen(command)
 
 
@@ -168,13 +182,6 @@ def _replay(bag: Path, rate: float) -> subprocess.Popen:
     command = [sys.executable, "-m", "eventful_perception.cli", "replay", str(bag),
                "--rate", str(rate), "--wait-for-subscribers", "1"]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
-
-
-def _config(name: str) -> Path:
-    for root in (PACKAGE_ROOT.parent / "config", Path(sys.prefix) / "share/eventful_perception/config"):
-        if (root / name).exists():
-            return root / name
-    raise FileNotFoundError(name)
 
 
 def _spin_while(executor: SingleThreadedExecutor, process: subprocess.Popen) -> None:
@@ -191,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     make_bag(args.video, bag, max_frames=args.frames, battery_ramp=(1.0, 0.1))
     _use_large_data_profile()
     rclpy.init()
-    monitor = DemoMonitor(out / "demo_annotated.mp4", fps=10.0 * args.rate)
+    monitor = DemoMonitor(out / "demo_annotated.mp4", fps=10.0 * args.rate,
+                          granularity=args.granularity)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     node = _start_node(args)
@@ -211,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     if monitor.frames == 0:
         print("the node published no result: see its log above", file=sys.stderr)
         return 1
-    plot(monitor.timeline, out / "demo_plot.png")
+    plot(monitor.timeline, out / "demo_plot.png", args.granularity)
     tl = monitor.timeline
     saving = 1.0 - sum(tl.gflops) / sum(tl.gflops_dense)
     print(f"\n{monitor.frames} frames processed; {saving:.0%} of the dense GFLOPs saved; "
@@ -231,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("out/demo"))
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="fixed",
+                        help="the node's granularity parameter (adaptive: the granularity ladder)")
+    parser.add_argument("--exit-thresholds", default="",
+                        help="the node's exit_thresholds_file ('' = config/exit_thresholds.json)")
     args = parser.parse_args(argv)
     args.video = args.video or assets.video_path("vtest.avi")
     return run(args)

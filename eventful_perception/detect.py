@@ -1,11 +1,15 @@
 """`eventful-perception detect VIDEO`: stateful eventful detection over a video file, no ROS.
 
 Writes an annotated video (boxes, track IDs, labels, scores and the per-frame budget / tokens /
-GFLOPs) and/or JSON lines, one per frame:
+GFLOPs, and the stage with --granularity adaptive) and/or JSON lines, one per frame:
 `{"frame": i, "detections": [{"id": "3", "label": "person", "score": 0.87, "box": [x1, y1, x2, y2]},
-  ...], "usage": {"tokens_updated": .., "tokens_total": .., "gflops": .., "gflops_dense": ..}}`
+  ...], "usage": {"tokens_updated": .., "tokens_total": .., "gflops": .., "gflops_dense": ..,
+  "stage": .., "stages_run": .., "short_side": ..}}`
 with boxes in original-frame pixels; "id" is the track ID from the node's tracker
-(`Detection2D.id`; "" while a new object is not yet confirmed, or with --no-tracking).
+(`Detection2D.id`; "" while a new object is not yet confirmed, or with --no-tracking). The usage
+fields are the node's `ComputeUsage` ones: with --granularity adaptive "stage" is the ladder
+stage the frame exited at (0 = coarsest), the tokens are that stage's, "gflops" counts every
+stage run and "gflops_dense" is the finest stage's dense pass; fixed: stage 0 of 1.
 """
 from __future__ import annotations
 
@@ -21,16 +25,19 @@ import numpy as np
 
 from eventful_perception import assets
 from eventful_perception.drawing import annotate
+from eventful_perception.stages import GRANULARITIES, load_ladder_config
 from eventful_perception.tracking import UNTRACKED, StreamTracker
 
 if TYPE_CHECKING:
+    from eventful_perception.granularity import LadderConfig
     from eventful_perception.models.base import EventfulViT
     from eventful_perception.models.results import Result
+    from eventful_perception.stages import StagedResult
 
 
-def frame_record(index: int, result: Result, ids: list[str] | None = None) -> dict:
-    """The JSON-lines record of one frame's `Result`, with the detections' track `ids`."""
-    detections = []
+def frame_record(index: int, staged: StagedResult, ids: list[str] | None = None) -> dict:
+    """The JSON-lines record of one frame's result and stage, with the detections' track `ids`."""
+    result, detections = staged.result, []
     if result.detections is not None:
         ids = ids or [UNTRACKED] * len(result.detections)
         for box, score, label, track_id in zip(result.detections.boxes, result.detections.scores,
@@ -40,8 +47,9 @@ def frame_record(index: int, result: Result, ids: list[str] | None = None) -> di
     usage = result.usage
     return {"frame": index, "detections": detections,
             "usage": {"tokens_updated": int(usage.tokens_updated), "tokens_total": int(usage.tokens_total),
-                      "gflops": round(float(usage.gflops), 4), "gflops_dense": round(float(usage.gflops_dense), 4)}}
-
+                      "gflops": round(float(usage.gflops), 4), "gflops_dense": round(float(usage.gflops_dense), 4),
+                      "stage": staged.stage, "stages_run": staged.stages_run,
+                      "short_side": staged.short_side}}
 
 
 def read_video(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
@@ -62,7 +70,7 @@ def read_video(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
 def run_detect(args: argparse.Namespace) -> int:
     """The `detect` command; 0 on success, 2 for bad arguments."""
     try:
-        video = _checked(args)
+        video, ladder = _checked(args)
     except ValueError as error:
         print(f"eventful-perception detect: error: {error}", file=sys.stderr)
         return 2
@@ -72,13 +80,16 @@ def run_detect(args: argparse.Namespace) -> int:
     tracker, fps = None if args.no_tracking else StreamTracker(), _fps(video)
     writer, lines = None, open(args.json, "w") if args.json else None
     try:
-        for index, frame, result in _detect_frames(model, video, args):
+        for index, frame, staged in _detect_frames(model, video, ladder, args):
+            result = staged.result
             ids = frame_ids(tracker, result, frame.shape[:2], index / fps)
             if lines:
-                lines.write(json.dumps(frame_record(index, result, ids)) + "\n")
+                lines.write(json.dumps(frame_record(index, staged, ids)) + "\n")
             if args.out:
                 writer = writer or _video_writer(args.out, fps, frame.shape)
-                writer.write(annotate(frame, result.detections, result.usage, args.budget, ids))
+                stage = (staged.stage, staged.short_side) if ladder is not None else None
+                writer.write(annotate(frame, result.detections, result.usage, args.budget, ids,
+                                      stage))
     finally:
         if writer is not None:
             writer.release()
@@ -102,29 +113,38 @@ def frame_ids(tracker: StreamTracker | None, result: Result, frame_size: tuple[i
     return tracker.update(detections.boxes, detections.scores, frame_size, stamp)
 
 
-def _checked(args: argparse.Namespace) -> Path:
+def _checked(args: argparse.Namespace) -> tuple[Path, LadderConfig | None]:
+    """The video and the granularity ladder's config (None with --granularity fixed)."""
     if not 0.0 < args.budget <= 1.0:
         raise ValueError(f"--budget must be in (0, 1], got {args.budget}")
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
-    return assets.resolve_video(args.video)
+    if args.exit_thresholds is not None and args.granularity != "adaptive":
+        raise ValueError("--exit-thresholds needs --granularity adaptive")
+    video = assets.resolve_video(args.video)
+    if args.granularity == "fixed":
+        return video, None
+    return video, load_ladder_config(args.exit_thresholds or "")
 
 
-def _detect_frames(model: EventfulViT, video: Path,
-                   args: argparse.Namespace) -> Iterator[tuple[int, np.ndarray, Result]]:
-    """(index, BGR frame, Result) for each frame, one stream over the whole video."""
+def _detect_frames(model: EventfulViT, video: Path, ladder: LadderConfig | None,
+                   args: argparse.Namespace) -> Iterator[tuple[int, np.ndarray, StagedResult]]:
+    """(index, BGR frame, StagedResult) for each frame, one stream (or ladder state) over the
+    whole video."""
     from tqdm import tqdm
 
-    stream = model.new_stream()
+    from eventful_perception.eventful.stream import StreamConfig
+    from eventful_perception.stages import StagedStream
+
+    stream = StagedStream(model, StreamConfig(), ladder)
     capture = cv2.VideoCapture(str(video))
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
     total = min(total, args.max_frames) if args.max_frames else total
     frames = tqdm(read_video(video, args.max_frames), total=total or None, desc=f"detect {video.name}", unit="frame")
     for index, frame in enumerate(frames):
-        result = model(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), stream, budget=args.budget,
-                       score_threshold=args.score_threshold)
-        yield index, frame, result
+        yield index, frame, stream(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), args.budget,
+                                   score_threshold=args.score_threshold)
 
 
 def _fps(video: Path) -> float:
@@ -160,4 +180,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-tracking", action="store_true",
                         help='no track IDs ("id" stays "" in the JSON lines)')
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto" (default: %(default)s)')
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="fixed",
+                        help="fixed: every frame at the model's scale; adaptive: the granularity "
+                             "ladder, coarse stage first while the camera moves (default: "
+                             "%(default)s)")
+    parser.add_argument("--exit-thresholds", metavar="FILE",
+                        help="with --granularity adaptive: the ladder's stages and exit "
+                             "thresholds (`fit-exits` JSON; default: the shipped "
+                             "config/exit_thresholds.json)")
     parser.set_defaults(func=run_detect)

@@ -71,12 +71,21 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
     return out
 
 
-def usage_lines(usage: UsageLike, budget: float | None = None) -> list[str]:
-    """Overlay text: budget, tokens updated of total, GFLOPs spent of dense."""
+def stage_text(stage: int, short_side: int) -> str:
+    """The granularity stage a frame exited at, e.g. "stage 1 (336 px)" (0 = coarsest)."""
+    return f"stage {stage} ({short_side} px)"
+
+
+def usage_lines(usage: UsageLike, budget: float | None = None,
+                stage: tuple[int, int] | None = None) -> list[str]:
+    """Overlay text: budget, tokens updated of total, GFLOPs spent of dense, and the
+    granularity `stage` (index, short side) when given."""
     lines = [] if budget is None else [f"budget {budget:.2f}"]
     share = usage.tokens_updated / max(usage.tokens_total, 1)
     lines.append(f"tokens {usage.tokens_updated}/{usage.tokens_total} ({share:.0%})")
     lines.append(f"GFLOPs {usage.gflops:.1f}/{usage.gflops_dense:.1f}")
+    if stage is not None:
+        lines.append(stage_text(*stage))
     return lines
 
 
@@ -97,10 +106,11 @@ def draw_text_panel(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
 
 
 def annotate(image: np.ndarray, detections: DetectionsLike | None, usage: UsageLike,
-             budget: float | None = None, ids: Sequence[str] | None = None) -> np.ndarray:
+             budget: float | None = None, ids: Sequence[str] | None = None,
+             stage: tuple[int, int] | None = None) -> np.ndarray:
     """`image` with the detections (and their track `ids`) and the budget / tokens / GFLOPs
-    overlay drawn on a copy."""
+    (/ granularity stage) overlay drawn on a copy."""
     if detections is not None:
         image = draw_detections(image, detections.boxes, detections.scores, detections.labels,
                                 ids)
-    return draw_text_panel(image, usage_lines(usage, budget))
+    return draw_text_panel(image, usage_lines(usage, budget, stage))

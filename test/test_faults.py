@@ -1,4 +1,5 @@
 """Unit tests of the pieces behind the fault handling (no node process)."""
+import json
 import subprocess
 import sys
 from dataclasses import fields
@@ -7,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from eventful_perception.granularity import LadderConfig
 from eventful_perception.ros.budget import BudgetConfig
 from eventful_perception.ros.conversions import compressed_size
 from eventful_perception.ros.faults import BACKWARDS, GAP, LogThrottle, stamp_fault
@@ -31,9 +33,9 @@ def test_each_reason_is_let_through_once_per_period():
     assert throttle.allow("b", 1.0)  # another reason has its own period
 
 
-def test_settings_have_one_field_per_parameter_a_budget_and_a_tracker_config():
+def test_settings_have_one_field_per_parameter_a_budget_a_tracker_and_a_ladder_config():
     names = [f.name for f in fields(Settings)]
-    assert names == [spec.name for spec in TABLE] + ["budget", "tracker"]
+    assert names == [spec.name for spec in TABLE] + ["budget", "tracker", "ladder"]
     values = {spec.name: spec.default for spec in TABLE}
     settings = Settings.from_values({**values, "cpu_load_high": 0.5, "battery_low": 1})
     assert settings.cameras == ("",) and settings.budget.cpu_load_high == 0.5
@@ -43,6 +45,27 @@ def test_settings_have_one_field_per_parameter_a_budget_and_a_tracker_config():
     assert tracker.lost_frames == 7 and {f"tracking_{f.name}" for f in fields(tracker)} <= set(names)
     with pytest.raises(ValueError, match="need 0 <= cpu_load_high < cpu_load_critical"):
         Settings.from_values({**values, "cpu_load_high": 1.0})
+
+
+def test_granularity_adaptive_reads_the_ladder_from_exit_thresholds_file(tmp_path):
+    values = {spec.name: spec.default for spec in TABLE}
+    path = tmp_path / "exits.json"
+    fixed = Settings.from_values({**values, "exit_thresholds_file": str(path)})
+    assert fixed.ladder is None  # fixed: the file is not read (it does not exist)
+    path.write_text(json.dumps({"short_sides": [224, 448], "score_low": 0.2,
+                                "exit_thresholds": {"0.4": [0.7]}}))
+    adaptive = {**values, "granularity": "adaptive", "exit_thresholds_file": str(path)}
+    assert Settings.from_values(adaptive).ladder == LadderConfig((224, 448), {0.4: (0.7,)}, 0.2)
+    path.write_text(json.dumps({"short_sides": [224, 448], "score_low": 0.2}))
+    with pytest.raises(ValueError, match=f"exit thresholds file {path}: no key 'exit_thresholds'"):
+        Settings.from_values(adaptive)
+    with pytest.raises(ValueError, match="needs policy top_r, got 'threshold'"):
+        Settings.from_values({**adaptive, "policy": "threshold"})
+    path.write_text(json.dumps({"short_sides": [224, 448], "score_low": 0.2,
+                                "exit_thresholds": {"0.4": [0.7]}}))
+    with pytest.raises(ValueError, match="needs score_threshold above the exit thresholds file's "
+                                         "score_low 0.2 and below 1, got 0.2"):
+        Settings.from_values({**adaptive, "score_threshold": 0.2})  # the exit rule needs a band
 
 
 def test_integers_become_floats_only_for_double_parameters():

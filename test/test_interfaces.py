@@ -34,7 +34,8 @@ def _detections() -> Detection2DArray:
 
 def _usage() -> ComputeUsage:
     msg = ComputeUsage(stream="front", budget_requested=0.5, budget_effective=0.25,
-                       budget_reason="battery 18% < 20%", tokens_updated=4128, tokens_total=16524,
+                       budget_reason="battery 18% < 20%", stage=2, stages_run=3, short_side=448,
+                       tokens_updated=4128, tokens_total=16524,
                        gflops=3.5, gflops_dense=12.25, latency_ms=87.5)
     msg.header.frame_id = "front_camera"
     msg.header.stamp.sec = 42

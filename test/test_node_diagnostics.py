@@ -197,3 +197,16 @@ def test_status_levels_ok_warn_error_stale():
     assert failed.level == DiagnosticStatus.ERROR and "CUDA out of memory" in failed.message
     stats.processed(report())
     assert stats.status(CONTEXT, 1.0).level == DiagnosticStatus.OK
+
+
+def test_exit_rates_per_stage_only_with_granularity_adaptive():
+    stats = CameraStats("")
+    stats.processed(report())
+    fixed = values(stats.status(CONTEXT, 1.0))
+    assert not any(key.startswith(("stage", "exit rate")) for key in fixed)
+    stats.processed(report(stage=1, short_side=336,
+                           exit_rates=((224, 0.625), (336, 0.25), (448, 0.125))))
+    shown = values(stats.status(CONTEXT, 1.0))
+    assert shown["stage"] == "1 (336)"
+    assert [shown[f"exit rate stage {k} ({side})"] for k, side in enumerate((224, 336, 448))] == [
+        "0.625", "0.250", "0.125"]

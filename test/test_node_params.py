@@ -57,6 +57,7 @@ def test_token_budget_set_is_accepted_in_range_and_rejected_out_of_range(running
     ({"model": "other"}, "read-only"),
     ({"token_budget": "high"}, "Wrong parameter type"),
     ({"min_budget": 0.0}, "min_budget out of range"),
+    ({"granularity": "coarse"}, "granularity must be one of fixed, adaptive"),
 ])
 def test_invalid_values_are_rejected_with_a_reason(running, values, reason):
     _, peer = running
@@ -114,6 +115,8 @@ def test_token_budget_change_shows_in_the_next_compute_usage(running):
     assert low.tokens_updated < half.tokens_updated < full.tokens_updated == total
     assert (half.budget_requested, low.budget_requested) == (0.5, pytest.approx(0.1))
     assert half.budget_effective == 0.5 and half.budget_reason == "fixed"
+    # granularity fixed: one stage at the short_side parameter
+    assert (half.stage, half.stages_run, half.short_side) == (0, 1, 128)
     peer.node.destroy_publisher(publisher)
 
 

@@ -1,4 +1,5 @@
-"""A camera's processing side: its stream and budget, the model step and the outputs.
+"""A camera's processing side: its stream (or granularity ladder) and budget, the model step
+and the outputs.
 
 The input side (subscription, QoS matching, newest-frame slot) is `camera_input.CameraInput`.
 """
@@ -13,8 +14,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
-from eventful_perception.drawing import draw_detections, draw_text_panel
-from eventful_perception.eventful.stream import Stream, StreamConfig
+from eventful_perception.drawing import draw_detections, draw_text_panel, stage_text
+from eventful_perception.eventful.stream import StreamConfig
 from eventful_perception.models.results import Detections
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros import conversions, faults
@@ -24,11 +25,13 @@ from eventful_perception.ros.diagnostics import CameraStats, FrameReport
 from eventful_perception.ros.model import DetectorModel
 from eventful_perception.ros.params import Settings
 from eventful_perception.ros.system_load import Battery
+from eventful_perception.stages import StagedResult, StagedStream
 from eventful_perception.tracking import StreamTracker
 
 
 class CameraPipeline:
-    """One camera's stream state and outputs; `process()` turns a frame into its messages."""
+    """One camera's stream state (a `StagedStream`: one Eventful stream, or the granularity
+    ladder's state) and outputs; `process()` turns a frame into its messages."""
 
     def __init__(self, node: Node, name: str, settings: Settings, model: DetectorModel,
                  stats: CameraStats) -> None:
@@ -37,7 +40,7 @@ class CameraPipeline:
         self._node, self._model = node, model
         self._topic = node.resolve_topic_name(image_topic(name, settings.transport))
         self._throttle = faults.LogThrottle()
-        self._stream = self._new_stream(settings.refresh_interval)
+        self._stream = self._new_stream(settings)
         self._last_stamp_ns: int | None = None
         self._last_shape: tuple[int, ...] | None = None
         self._tracker: StreamTracker | None = None  # made at the first frame with tracking on
@@ -76,28 +79,30 @@ class CameraPipeline:
         decision = self._budget.update(settings.budget, BudgetInputs(
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
             cpu_load=cpu_load, latency_ms=self._latency_ms))
-        if settings.refresh_interval != self._stream.config.refresh_interval:
-            self._stream, self._tracker = self._new_stream(settings.refresh_interval), None
+        if (settings.refresh_interval != self._stream.stream_config.refresh_interval
+                or settings.ladder != self._stream.ladder_config):
+            self._stream, self._tracker = self._new_stream(settings), None
         threshold = settings.threshold if settings.policy == "threshold" else None
         try:
-            result = self._model(rgb, self._stream, budget=decision.effective,
-                                 threshold=threshold, score_threshold=settings.score_threshold)
+            staged = self._stream(rgb, decision.effective, threshold, settings.score_threshold)
         except (RuntimeError, ValueError) as error:
             self.stats.failed(str(error))
             self._log("error", "model", f"model failed: {error}")
             return
+        result = staged.result
         detections = result.detections or Detections.empty()
         ids = self._track(detections, rgb.shape[:2], msg.header.stamp, settings)
         self._detections.publish(conversions.detections_to_msg(
             msg.header, detections.boxes, detections.scores, detections.labels, ids))
         self._latency_ms = (time.perf_counter() - start) * 1000.0
-        self._publish_usage(msg.header, decision, result.usage)
+        self._publish_usage(msg.header, decision, staged)
         if settings.publish_detection_image and self._image.get_subscription_count() > 0:
-            self._publish_overlay(msg.header, rgb, detections, ids, decision, result.usage)
+            self._publish_overlay(msg.header, rgb, detections, ids, decision, staged)
         self.stats.processed(FrameReport(
             self._latency_ms, decision, result.usage.tokens_updated, result.usage.tokens_total,
             result.usage.gflops, result.usage.gflops_dense, len(detections),
-            self._stream.memory_bytes()))
+            self._stream.memory_bytes(), staged.stage, staged.short_side,
+            tuple(self._stream.exit_rates())))
 
     def _track(self, detections: Detections, frame_size: tuple[int, int], stamp: Any,
                settings: Settings) -> list[str] | None:
@@ -136,24 +141,31 @@ class CameraPipeline:
         else:
             logger.info(text)
 
-    def _new_stream(self, refresh_interval: int) -> Stream:
-        return self._model.new_stream(StreamConfig(refresh_interval=refresh_interval),
-                                      name=self.name)
+    def _new_stream(self, settings: Settings) -> StagedStream:
+        config = StreamConfig(refresh_interval=settings.refresh_interval)
+        return StagedStream(self._model, config, settings.ladder, name=self.name)
 
-    def _publish_usage(self, header: Any, decision: BudgetDecision, usage: Any) -> None:
+    def _publish_usage(self, header: Any, decision: BudgetDecision, staged: StagedResult) -> None:
+        usage = staged.result.usage
         self._usage.publish(ComputeUsage(
             header=header, stream=self.name, budget_requested=decision.requested,
             budget_effective=decision.effective, budget_reason=decision.reason,
+            stage=staged.stage, stages_run=staged.stages_run, short_side=staged.short_side,
             tokens_updated=int(usage.tokens_updated), tokens_total=int(usage.tokens_total),
             gflops=float(usage.gflops), gflops_dense=float(usage.gflops_dense),
             latency_ms=float(self._latency_ms)))
 
     def _publish_overlay(self, header: Any, rgb: Any, detections: Detections,
-                         ids: list[str] | None, decision: BudgetDecision, usage: Any) -> None:
+                         ids: list[str] | None, decision: BudgetDecision,
+                         staged: StagedResult) -> None:
+        usage = staged.result.usage
         summary = (f"budget {decision.effective:.2f} ({decision.reason}) | tokens "
                    f"{usage.tokens_updated}/{usage.tokens_total} | {usage.gflops:.1f}/"
                    f"{usage.gflops_dense:.1f} GFLOPs | {self._latency_ms:.0f} ms")
+        lines = [summary]
+        if staged.stages > 1:
+            lines.append(stage_text(staged.stage, staged.short_side))
         image = draw_detections(rgb, detections.boxes, detections.scores, detections.labels, ids)
-        image = draw_text_panel(image, [summary])
+        image = draw_text_panel(image, lines)
         self._image.publish(conversions.rgb_to_image(image, header))
 

@@ -27,6 +27,11 @@ class FrameReport:
     gflops_dense: float
     detections: int
     stream_bytes: int = 0  # memory held by the camera's stream state after the frame
+    stage: int = 0  # granularity stage the frame exited at
+    short_side: int = 0  # the model input's short side at that stage
+    # (short side, fraction of the frames exiting there) per stage since the camera's ladder
+    # state started; () with granularity fixed
+    exit_rates: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,7 +152,17 @@ def _frame_values(last: FrameReport | None) -> dict[str, str]:
         "gflops savings vs dense": f"{savings * 100:.0f}%",
         "detections": str(last.detections),
         "stream state MB": f"{last.stream_bytes / 1e6:.3f}",
+        **_stage_values(last),
     }
+
+
+def _stage_values(last: FrameReport) -> dict[str, str]:
+    """The granularity ladder's keys (none with granularity fixed)."""
+    if not last.exit_rates:
+        return {}
+    return {"stage": f"{last.stage} ({last.short_side})",
+            **{f"exit rate stage {k} ({side})": f"{rate:.3f}"
+               for k, (side, rate) in enumerate(last.exit_rates)}}
 
 
 def _level(period: dict[str, int], totals: dict[str, int], last: FrameReport | None, error: str,

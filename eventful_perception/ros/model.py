@@ -11,15 +11,18 @@ from eventful_perception.models.results import Result
 
 
 class DetectorModel(Protocol):
-    """What the node needs from a model: its labels, streams, and one eventful step per frame."""
+    """What the node needs from a model: its labels, streams, and one eventful step per frame
+    (at `short_side` for a granularity ladder's stage)."""
 
     labels: Sequence[str]
+    default_score_threshold: float
 
     def new_stream(self, config: StreamConfig | None = None, name: str = "") -> Stream:
         """A fresh stream holding one camera's state."""
 
     def __call__(self, frame: np.ndarray, stream: Stream, *, budget: float,
-                 threshold: float | None, score_threshold: float | None) -> Result:
+                 threshold: float | None = None, score_threshold: float | None = None,
+                 short_side: int | None = None) -> Result:
         """Process the next frame of `stream`."""
 
 

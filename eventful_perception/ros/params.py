@@ -12,7 +12,9 @@ from typing import Any, Iterable, Mapping
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from eventful_perception.granularity import LadderConfig
 from eventful_perception.ros.budget import MODES, BudgetConfig
+from eventful_perception.stages import GRANULARITIES, load_ladder_config
 from eventful_perception.tracking import TrackerConfig
 
 POLICIES = ("top_r", "threshold")
@@ -69,6 +71,14 @@ TABLE: tuple[Spec, ...] = (
          bounds=(0.02, 1.0)),
     Spec("budget_mode", "fixed", "fixed: use token_budget; adaptive: lower it on low battery, "
          "high CPU load and above target_latency_ms", choices=MODES),
+    Spec("granularity", "fixed", "fixed: every frame at short_side through one Eventful stream; "
+         "adaptive: the granularity ladder (stages and exit thresholds from "
+         "exit_thresholds_file): coarsest stage first, dense, while the camera moves, the finest "
+         "stage at token_budget while it is still. A change starts the camera's state over",
+         choices=GRANULARITIES),
+    Spec("exit_thresholds_file", "", "granularity adaptive: JSON of the ladder's stages and exit "
+         "thresholds (`eventful-perception fit-exits`); '' = the package's "
+         "config/exit_thresholds.json. A change starts the camera's state over"),
     Spec("policy", "top_r", "top_r: update the token_budget fraction of tokens that changed "
          "most; threshold: update every token whose change exceeds `threshold`",
          choices=POLICIES),
@@ -133,21 +143,23 @@ def _from_values(cls: type, values: Mapping[str, Any]) -> Any:
         if spec.choices and values[spec.name] not in spec.choices:
             raise ValueError(f"{spec.name} must be one of {', '.join(spec.choices)}, "
                              f"got {values[spec.name]!r}")
-    problem = _camera_problem(values["cameras"])
+    problem = _camera_problem(values["cameras"]) or _granularity_problem(values)
     if problem:
         raise ValueError(problem)
+    ladder = _ladder(values)
     budget = BudgetConfig(**{f.name: values[f.name] for f in fields(BudgetConfig)})
     tracker = TrackerConfig(**{f.name: values[f"tracking_{f.name}"] for f in fields(TrackerConfig)})
     return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()},
-               budget=budget, tracker=tracker)
+               budget=budget, tracker=tracker, ladder=ladder)
 
 
-# One field per TABLE entry (a list parameter becomes a tuple) plus `budget` and `tracker`, the
-# controller's BudgetConfig and the tracker's TrackerConfig built once from their parameters
-# (`tracking_<field>`): a new parameter needs only its TABLE entry.
+# One field per TABLE entry (a list parameter becomes a tuple) plus `budget`, `tracker` and
+# `ladder`: the controller's BudgetConfig, the tracker's TrackerConfig (`tracking_<field>`) and
+# the granularity ladder's LadderConfig (read from exit_thresholds_file; None with granularity
+# fixed), built once from their parameters: a new parameter needs only its TABLE entry.
 Settings = make_dataclass(
-    "Settings", [(spec.name, _field_type(spec)) for spec in TABLE] + [("budget", BudgetConfig),
-                                                                 ("tracker", TrackerConfig)],
+    "Settings", [(spec.name, _field_type(spec)) for spec in TABLE] + [
+        ("budget", BudgetConfig), ("tracker", TrackerConfig), ("ladder", LadderConfig | None)],
     frozen=True, namespace={
         "__doc__": "A validated snapshot of every parameter, taken at a frame boundary.",
         "from_values": classmethod(_from_values)})
@@ -161,6 +173,26 @@ def as_declared_type(name: str, value: Any) -> Any:
             and not isinstance(value, bool)):
         return float(value)
     return value
+
+
+def _granularity_problem(values: Mapping[str, Any]) -> str | None:
+    if values["granularity"] == "adaptive" and values["policy"] != "top_r":
+        return ("granularity adaptive sets each stage's update fraction from token_budget: it "
+                f"needs policy top_r, got {values['policy']!r}")
+    return None
+
+
+def _ladder(values: Mapping[str, Any]) -> LadderConfig | None:
+    """The granularity ladder's config (None with granularity fixed), whose exit rule needs
+    score_low < score_threshold < 1."""
+    if values["granularity"] != "adaptive":
+        return None
+    ladder = load_ladder_config(values["exit_thresholds_file"])
+    if not ladder.score_low < values["score_threshold"] < 1.0:
+        raise ValueError(f"granularity adaptive needs score_threshold above the exit thresholds "
+                         f"file's score_low {ladder.score_low} and below 1, got "
+                         f"{values['score_threshold']}")
+    return ladder
 
 
 def _camera_problem(cameras: Iterable[str]) -> str | None:
