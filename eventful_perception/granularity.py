@@ -130,6 +130,16 @@ class LadderState:
         streams = [Stream(stream_config, f"stage{k}") for k in range(len(config.short_sides))]
         return cls(streams, GlobalMotion(), [0] * len(config.short_sides))
 
+    def reset(self) -> None:
+        """Start over, as on a new camera (the exit counts are kept)."""
+        for stream in self.streams:
+            stream.reset()
+        self.motion.reset()
+
+    def memory_bytes(self) -> int:
+        """Bytes held by every stage's stream."""
+        return sum(stream.memory_bytes() for stream in self.streams)
+
     def exit_rates(self) -> list[float]:
         """Fraction of the frames so far that exited at each stage."""
         total = sum(self.exits)

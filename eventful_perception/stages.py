@@ -94,15 +94,8 @@ class StagedStream:
 
     def reset(self) -> None:
         """Start over, as on a new camera (the exit counts are kept)."""
-        if self._ladder is None:
-            self._state.reset()
-            return
-        for stream in self._state.streams:
-            stream.reset()
-        self._state.motion.reset()
+        self._state.reset()
 
     def memory_bytes(self) -> int:
         """Memory held by the state tensors (every stage's)."""
-        if self._ladder is None:
-            return self._state.memory_bytes()
-        return sum(stream.memory_bytes() for stream in self._state.streams)
+        return self._state.memory_bytes()
