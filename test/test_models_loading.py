@@ -42,9 +42,11 @@ def test_bad_folders_are_rejected(tmp_path, tiny_dinov2_dir):
 def test_token_head_detections_are_rescaled_to_original_pixels(tiny_dinov2_dir, vtest_frames):
     from eventful_perception.models.token_head import TokenHead, TokenHeadConfig
 
+    from eventful_perception.models.loading import load_checkpoint
+
     torch.manual_seed(0)
-    model = ep.load_model(tiny_dinov2_dir, short_side=112)
-    model.head = TokenHead(TokenHeadConfig(labels=("person",), hidden_size=32)).eval()
+    head = TokenHead(TokenHeadConfig(labels=("person",), hidden_size=32)).eval()
+    model = load_checkpoint(tiny_dinov2_dir, short_side=112, head=head)
     result = model.dense(vtest_frames[0], score_threshold=0.0)
     tokens = result.features[None, 1:]  # (1, 88, D)
     in_input = model.head.predict(tokens, grid=(8, 11), patch_size=14, score_threshold=0.0)[0]

@@ -171,11 +171,11 @@ class Encoder(nn.Module):
 class Dinov2Model(EventfulViT):
     """DINOv2 ViT; `result.features` are the final layer-normed tokens (class token first).
 
-    With a token `head` attached (the default detector: set `model.head` after loading the
-    backbone weights) it also returns detections.
+    With a token `head` (the default detector) it also returns detections.
     """
 
-    def __init__(self, config: Dinov2Config, short_side: int = DEFAULT_SHORT_SIDE) -> None:
+    def __init__(self, config: Dinov2Config, short_side: int = DEFAULT_SHORT_SIDE,
+                 head: TokenHeadLike | None = None) -> None:
         super().__init__()
         self.config = config
         self.patch_size = config.patch_size
@@ -183,7 +183,7 @@ class Dinov2Model(EventfulViT):
         self.embeddings = Embeddings(config)
         self.encoder = Encoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.head: TokenHeadLike | None = None
+        self.head = head
         self._build_blocks([layer.ops(config) for layer in self.encoder.layer])
 
     @property

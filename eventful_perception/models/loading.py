@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .base import EventfulViT
 
@@ -48,26 +49,29 @@ def _load_default(short_side: int | None) -> EventfulViT:
     folder = default_backbone_dir()
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"default backbone not found in {folder}; run `eventful-perception setup`")
-    model = load_checkpoint(folder, short_side)
-    model.head = TokenHead.from_folder(default_head_dir())
-    return model
+    return load_checkpoint(folder, short_side, TokenHead.from_folder(default_head_dir()))
 
 
-def load_checkpoint(folder: Path, short_side: int | None = None) -> EventfulViT:
-    """Build the model described by `folder/config.json` and load its weights strictly."""
+def load_checkpoint(folder: Path, short_side: int | None = None, head: nn.Module | None = None) -> EventfulViT:
+    """Build the model described by `folder/config.json` and load its weights strictly; `head`
+    (a `TokenHead`, already loaded) turns a DINOv2 backbone into a detector."""
     from .dinov2 import DEFAULT_SHORT_SIDE, Dinov2Config, Dinov2Model
     from .yolos import YolosConfig, YolosForObjectDetection, read_image_processor
 
     config = read_config(folder)
     model_type = config.get("model_type")
     if model_type == "dinov2":
-        model = Dinov2Model(Dinov2Config.from_dict(config), short_side or DEFAULT_SHORT_SIDE)
+        model = Dinov2Model(Dinov2Config.from_dict(config), short_side or DEFAULT_SHORT_SIDE, head)
+    elif head is not None:
+        raise ValueError(f"{folder}: a token head needs a DINOv2 backbone, got model_type {model_type!r}")
     elif model_type == "yolos":
         model = YolosForObjectDetection(YolosConfig.from_dict(config), read_image_processor(folder), short_side)
     else:
         raise ValueError(f"{folder}: unsupported model_type {model_type!r}; expected 'dinov2' or 'yolos'")
-    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
-    model.load_state_dict(convert_state_dict(read_state_dict(folder), expected), strict=True)
+    # the head's own weights are loaded already (`TokenHead.from_folder`)
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()
+                if not key.startswith("head.")}
+    model.load_state_dict(convert_state_dict(read_state_dict(folder), expected), strict=head is None)
     return model
 
 

@@ -135,8 +135,7 @@ def eventful_vs_dense(head_dir: Path, span: footage.VideoSpan = EVENTFUL_SPAN,
     """mAP50 of eventful detections (one stream per budget) against the dense ones (>= threshold)."""
     from eventful_perception.models.loading import load_checkpoint
 
-    model = load_checkpoint(assets.default_backbone_dir())
-    model.head = TokenHead.from_folder(head_dir)
+    model = load_checkpoint(assets.default_backbone_dir(), head=TokenHead.from_folder(head_dir))
     frames = [rgb for _, rgb in footage.video_frames(span.name, span.frames(footage.frame_count(span.name)))]
     dense = [model.dense(f, score_threshold=EVAL_SCORE_THRESHOLD) for f in tqdm(frames, desc="dense", leave=False)]
     reference = []
