@@ -22,6 +22,10 @@ _LAZY = {
     "TopR": "eventful_perception.eventful.policy",
     "BudgetFraction": "eventful_perception.eventful.policy",
     "Threshold": "eventful_perception.eventful.policy",
+    "GlobalMotion": "eventful_perception.motion",
+    "Ladder": "eventful_perception.granularity",
+    "LadderConfig": "eventful_perception.granularity",
+    "load_ladder_config": "eventful_perception.stages",
 }
 
 __all__ = list(_LAZY)

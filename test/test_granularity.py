@@ -37,7 +37,7 @@ def test_each_stage_alone_at_budget_1_equals_the_dense_model_at_its_scale(model,
 def test_a_stage_skipped_for_some_frames_equals_a_stream_that_only_saw_its_frames(model, vtest_frames):
     """Stage states are independent: the finest stage of a ladder whose moving frames stopped at
     the coarse stage holds exactly what a lone stream fed the finest stage's frames holds."""
-    config = LadderConfig(exit_thresholds={0.5: (0.0, 0.0)})  # moving frames exit at stage 0
+    config = LadderConfig(exit_thresholds={0.5: (0.0, 0.0)}, ladder_below=1.0)  # moving: exit at 0
     ladder = Ladder(model, config)
     state = ladder.new_state()
     frames = vtest_frames[:2] + list(panning(vtest_frames[2:5], 700, 6)) + vtest_frames[5:7]
@@ -68,7 +68,7 @@ def test_the_exit_rule_is_a_closed_form_of_the_least_certain_candidate():
 
 
 def test_the_exit_rule_gives_the_same_stage_for_the_same_input(model, vtest_frames):
-    config = LadderConfig(exit_thresholds={0.5: (0.6, 0.6)})
+    config = LadderConfig(exit_thresholds={0.5: (0.6, 0.6)}, ladder_below=1.0)
     runs = []
     for _ in range(2):
         ladder, frames = Ladder(model, config), list(panning(vtest_frames[:4], 700, 5))
@@ -78,13 +78,15 @@ def test_the_exit_rule_gives_the_same_stage_for_the_same_input(model, vtest_fram
 
 
 def test_the_controller_follows_its_law():
-    config = LadderConfig(still_px=0.5)
-    assert plan_frame(config, 0.3, 0.2) == plan_frame(config, 0.3, 0.5)
-    static = plan_frame(config, 0.3, 0.2)
-    assert (static.first_stage, static.update_fractions, static.moving) == (2, (1.0, 1.0, 0.3), False)
+    config = LadderConfig(still_px=0.5, ladder_below=0.3)
+    assert plan_frame(config, 0.2, 0.2) == plan_frame(config, 0.2, 0.5)
+    static = plan_frame(config, 0.2, 0.2)
+    assert (static.first_stage, static.update_fractions, static.moving) == (2, (1.0, 1.0, 0.2), False)
     for motion in (0.51, 3.0, None):  # moving, or motion unknown
-        moving = plan_frame(config, 0.3, motion)
+        moving = plan_frame(config, 0.29, motion)
         assert (moving.first_stage, moving.update_fractions, moving.moving) == (0, (1.0, 1.0, 1.0), True)
+        generous = plan_frame(config, 0.3, motion)  # at or above ladder_below: the finest, gated
+        assert (generous.first_stage, generous.update_fractions, generous.moving) == (2, (1.0, 1.0, 0.3), True)
 
 
 def test_exit_thresholds_are_chosen_by_the_largest_fitted_budget_not_above():

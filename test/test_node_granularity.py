@@ -27,8 +27,9 @@ WIDTH, STEP = 560, 8  # a 560 px window of the 640x480 frames, panning 8 px/fram
 
 
 def thresholds_file(path, short_sides=SHORT_SIDES, thresholds=(0.0, 0.0)):
-    """Write a `fit-exits`-style JSON with `thresholds` for budget 0.5 (used for every budget)."""
-    path.write_text(json.dumps({"short_sides": list(short_sides), "score_low": 0.1,
+    """Write a `fit-exits`-style JSON with `thresholds` for budget 0.5 (used for every budget),
+    and the ladder used at every budget on a moving camera (`ladder_below` 1.0)."""
+    path.write_text(json.dumps({"short_sides": list(short_sides), "score_low": 0.1, "ladder_below": 1.0,
                                 "exit_thresholds": {"0.5": list(thresholds)}}))
     return path
 

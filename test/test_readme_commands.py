@@ -98,14 +98,27 @@ def test_detect_as_typed(tmp_path):
 
 def test_library_snippet_as_typed(tmp_path):
     (snippet,) = [b for b in readme_blocks("python") if "load_model(\"default\")" in b]
-    # The snippet's only free name is `frames`; give it three real ones.
+    check = "\nprint('OK', len(r.detections.boxes), r.usage.tokens_total, dense.features.shape)\n"
+    out = run_snippet(snippet + check, tmp_path)
+    assert "OK" in out and "1377" in out, out
+
+
+def test_moving_camera_snippet_as_typed(tmp_path):
+    """The ladder snippet continues the library snippet (its `model`), on three real frames."""
+    (library,) = [b for b in readme_blocks("python") if "load_model(\"default\")" in b]
+    (moving,) = [b for b in readme_blocks("python") if "ep.Ladder(" in b]
+    check = "\nprint('OK', out.stage, len(state.streams), sum(state.exits), r.usage.tokens_total)\n"
+    out = run_snippet(library + moving + check, tmp_path)
+    assert "OK" in out and out.split("OK")[1].split() == ["2", "3", "3", "1377"], out
+
+
+def run_snippet(code: str, folder: Path) -> str:
+    """Run README Python with its only free name, `frames`, bound to three real frames."""
     prelude = ("import cv2\nfrom eventful_perception.assets import video_path\n"
                "capture = cv2.VideoCapture(str(video_path('vtest.avi')))\n"
                "frames = [cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB) for _ in range(3)]\n")
-    check = "\nprint('OK', len(r.detections.boxes), r.usage.tokens_total, dense.features.shape)\n"
-    (tmp_path / "snippet.py").write_text(prelude + snippet + check)
-    out = run("python snippet.py", tmp_path)
-    assert "OK" in out and "1377" in out, out
+    (folder / "snippet.py").write_text(prelude + code)
+    return run("python snippet.py", folder)
 
 
 def test_bag_commands_and_the_node_as_typed(tmp_path):

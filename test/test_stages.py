@@ -11,7 +11,7 @@ from eventful_perception.stages import StagedStream, load_ladder_config
 from ros_helpers import REPO
 
 # thresholds 0.0 for the coarse stages: a frame exits at the first stage it runs
-LADDER = LadderConfig(short_sides=(64, 96, 128), exit_thresholds={0.5: (0.0, 0.0)})
+LADDER = LadderConfig(short_sides=(64, 96, 128), exit_thresholds={0.5: (0.0, 0.0)}, ladder_below=1.0)
 
 
 @pytest.fixture(scope="module")
