@@ -15,8 +15,10 @@ in one process, after `--warmup` frames. Variants (`VARIANTS`):
 - `controller`: the controller's law (`plan_frame`: static -> finest gated, moving -> ladder).
 
 Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
-JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "results": [{variant,
-budget, gflops, gflops_dense, ms, dense_ms, speedup, map50_vs_dense, exit_rates}, ...]}`: mean
+Each coarser stage alone (dense, no exits) is measured too, as the granularity knob alone.
+JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "stages":
+[{short_side, tokens, gflops, ms, speedup, map50_vs_dense}, ...], "results": [{variant, budget,
+gflops, gflops_dense, ms, dense_ms, speedup, map50_vs_dense, exit_rates}, ...]}`: mean
 GFLOPs (every stage run), medians of per-frame ms (motion estimation included), speedup = their
 ratio, mAP50 against the reference's detections (as the plain bench scores it), and the fraction
 of frames exiting at each stage (null for the finest-only variants).
@@ -65,6 +67,7 @@ class _Runner:
     gflops: list[float] = field(default_factory=list)
     detections: list = field(default_factory=list)
     exits: list[int] = field(default_factory=list)
+    tokens: int = 0
 
 
 def eventful_step(model: EventfulViT, budget: float, alignment: str | None) -> Step:
@@ -140,13 +143,25 @@ def runners(model: EventfulViT, config: LadderConfig, budgets: list[float]) -> l
     return made
 
 
+def _stage_runners(model: EventfulViT, config: LadderConfig) -> list[_Runner]:
+    """Each coarser stage alone, dense: the granularity knob without exits."""
+    def dense_step(side: int) -> Step:
+        def step(frame: np.ndarray) -> tuple[Result, float, None]:
+            result = model.dense(frame, score_threshold=_SCORE_FLOOR, short_side=side)
+            return result, result.usage.gflops, None
+        return step
+    return [_Runner(f"stage{k}", 1.0, dense_step(side)) for k, side in enumerate(config.short_sides[:-1])]
+
+
 def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarray], budgets: list[float],
-                 warmup: int) -> list[dict]:
-    """One result dict per (variant, budget) over `frames` (RGB uint8), after `warmup` frames."""
+                 warmup: int) -> tuple[list[dict], list[dict]]:
+    """Over `frames` (RGB uint8), after `warmup` frames: one result dict per (variant, budget),
+    and one per coarser stage alone (dense; `short_side`, `tokens`, `gflops`, `ms`, `speedup`,
+    `map50_vs_dense`)."""
     if config.short_sides[-1] != model.short_side:
         raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
                          f"short side ({model.short_side}), the reference")
-    rows = runners(model, config, budgets)
+    rows, alone = runners(model, config, budgets), _stage_runners(model, config)
     dense_ms, dense_gflops, truths = [], [], []
     for i, frame in enumerate(tqdm(frames, desc="bench ladder", unit="frame", file=sys.stderr)):
         dense, ms = _timed(lambda: model.dense(frame, score_threshold=_SCORE_FLOOR), model.device)
@@ -154,16 +169,23 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
             dense_ms.append(ms)
             dense_gflops.append(dense.usage.gflops)
             truths.append(_truth(dense, model.default_score_threshold))
-        for row in rows:
+        for row in rows + alone:
             (result, gflops, stage), ms = _timed(lambda: row.step(frame), model.device)
             if i >= warmup:
                 row.ms.append(ms)
                 row.gflops.append(gflops)
                 row.detections.append(result.detections)
+                row.tokens = result.usage.tokens_total
                 if stage is not None:
                     row.exits.append(stage)
     stages = len(config.short_sides)
-    return [_summary(row, dense_ms, dense_gflops, truths, stages) for row in rows]
+    summaries = [_summary(row, dense_ms, dense_gflops, truths, stages) for row in rows + alone]
+    singles = [{"short_side": side, "tokens": row.tokens} | {key: summary[key] for key in _STAGE_KEYS}
+               for side, row, summary in zip(config.short_sides, alone, summaries[len(rows):])]
+    return summaries[:len(rows)], singles
+
+
+_STAGE_KEYS = ("gflops", "ms", "speedup", "map50_vs_dense")
 
 
 def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], truths: list, stages: int) -> dict:
@@ -188,8 +210,9 @@ def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], tru
     }
 
 
-def plot(results: list[dict], title: str, path: Path) -> None:
-    """Speedup against mAP50 vs dense, one line per variant through its budgets (a Pareto picture)."""
+def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> None:
+    """Speedup against mAP50 vs dense, one line per variant through its budgets, and a marker
+    per coarser stage alone (a Pareto picture)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,6 +228,11 @@ def plot(results: list[dict], title: str, path: Path) -> None:
         for r in rows:
             axis.annotate(f"{r['budget']:g}", (r["map50_vs_dense"], r["speedup"]), fontsize=7,
                           color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+    for r in stages:
+        if r["map50_vs_dense"] is not None:
+            axis.plot(r["map50_vs_dense"], r["speedup"], "k^", alpha=0.6)
+            axis.annotate(f"short side {r['short_side']} alone, dense", (r["map50_vs_dense"], r["speedup"]),
+                          fontsize=7, xytext=(4, -9), textcoords="offset points")
     axis.axvline(0.98, color="gray", linestyle=":", label="target: mAP50 0.98, 2x")
     axis.axhline(2.0, color="gray", linestyle=":")
     axis.set(xlabel="mAP50 vs dense finest stage", ylabel="x faster than dense finest stage (median ms)",
@@ -233,13 +261,13 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
     """`bench --ladder` once `bench.run_bench` has read the frames, the config and the model."""
     config, raw = fitted
     try:
-        results = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds), args.warmup)
+        results, stages = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds), args.warmup)
     except ValueError as error:
         print(f"eventful-perception bench: error: {error}", file=sys.stderr)
         return 2
     report = {"machine": machine(model.device),
               "exit_thresholds": {key: raw.get(key) for key in ("file", "footage", "command")},
-              "not_built": NOT_BUILT, "results": results}
+              "not_built": NOT_BUILT, "stages": stages, "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     tokens = model.dense(frames[0]).usage.tokens_total
@@ -253,8 +281,11 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
         rates = "-" if r["exit_rates"] is None else " / ".join(f"{x:.2f}" for x in r["exit_rates"])
         print(f"{r['variant']:21} | {r['budget']:6g} | {r['gflops']:7.2f} | {r['ms']:7.1f} | "
               f"{r['speedup']:6.2f}x | {map50:>14} | {rates}")
+    for r in stages:
+        print(f"stage at short side {r['short_side']} alone, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
+              f"{r['ms']:.1f} ms, {r['speedup']:.2f}x, mAP50 vs dense {r['map50_vs_dense']}")
     print(f"dense finest: {results[0]['gflops_dense']:.2f} GFLOPs, {results[0]['dense_ms']:.1f} ms; {NOT_BUILT}")
     if args.plot:
-        plot(results, title, Path(args.plot))
+        plot(results, stages, title, Path(args.plot))
     print(f"wrote {Path(args.json).resolve()}" + (f" and {Path(args.plot).resolve()}" if args.plot else ""))
     return 0

@@ -91,6 +91,7 @@ def test_bad_arguments_exit_with_2_and_a_message(bad, tmp_path, capsys):
 
 LADDER_RESULT_KEYS = {"variant", "budget", "gflops", "gflops_dense", "ms", "dense_ms", "speedup",
                       "map50_vs_dense", "exit_rates"}
+LADDER_STAGE_KEYS = {"short_side", "tokens", "gflops", "ms", "speedup", "map50_vs_dense"}
 LADDER_SIDES = (128, 192, 256)
 
 
@@ -120,7 +121,9 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
             "--warmup", "2", "--exit-thresholds", thresholds, "--json", str(out), "--plot", str(plot)]
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "exit_thresholds", "not_built", "results"}
+    assert set(report) == {"machine", "exit_thresholds", "not_built", "stages", "results"}
+    assert [set(r) for r in report["stages"]] == [LADDER_STAGE_KEYS] * 2
+    assert [r["short_side"] for r in report["stages"]] == list(LADDER_SIDES[:-1])
     assert report["exit_thresholds"] == {"file": "exits.json", "footage": "synthetic", "command": "written by the test"}
     assert "reuse" in report["not_built"]
     rows = report["results"]
@@ -152,9 +155,10 @@ def test_ladder_gflops_are_every_stage_run(ladder_dir, threshold, stage):
     model = load_model(ladder_dir)
     frames = bench.read_frames(video_path("vtest.avi"), 0, 3, None, 3)
     config = LadderConfig(LADDER_SIDES, {0.5: (threshold, threshold)})
-    rows = bench_ladder.bench_ladder(model, config, frames, [0.5], warmup=1)
+    rows, alone = bench_ladder.bench_ladder(model, config, frames, [0.5], warmup=1)
     (ladder,) = [r for r in rows if r["variant"] == "ladder_dense"]
     stage_gflops = [model.dense(frames[1], short_side=side).usage.gflops for side in LADDER_SIDES]
+    assert [r["gflops"] for r in alone] == pytest.approx(stage_gflops[:-1], abs=1e-4)
     assert ladder["exit_rates"] == [1.0 if k == stage else 0.0 for k in range(3)]
     assert ladder["gflops"] == pytest.approx(sum(stage_gflops[:stage + 1]), abs=1e-4)
     assert ladder["gflops_dense"] == pytest.approx(stage_gflops[-1], abs=1e-4)
