@@ -17,10 +17,11 @@ in one process, after `--warmup` frames. Variants (`VARIANTS`):
 Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
 Each coarser stage alone (dense, no exits) is measured too, as the granularity knob alone.
 JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "stages":
-[{short_side, tokens, gflops, ms, speedup, map50_vs_dense}, ...], "results": [{variant, budget,
-gflops, gflops_dense, ms, dense_ms, speedup, map50_vs_dense, exit_rates}, ...]}`: mean
-GFLOPs (every stage run), medians of per-frame ms (motion estimation included), speedup = their
-ratio, mAP50 against the reference's detections (as the plain bench scores it), and the fraction
+[{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results": [{variant, budget,
+gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms, speedup_mean,
+map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of per-frame ms
+(motion estimation included), speedup = their ratio; the same from means (throughput: a
+ladder's frame times are bimodal, so its median says little about its mean cost); mAP50 against the reference's detections (as the plain bench scores it), and the fraction
 of frames exiting at each stage (null for the finest-only variants).
 """
 from __future__ import annotations
@@ -156,8 +157,7 @@ def _stage_runners(model: EventfulViT, config: LadderConfig) -> list[_Runner]:
 def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarray], budgets: list[float],
                  warmup: int) -> tuple[list[dict], list[dict]]:
     """Over `frames` (RGB uint8), after `warmup` frames: one result dict per (variant, budget),
-    and one per coarser stage alone (dense; `short_side`, `tokens`, `gflops`, `ms`, `speedup`,
-    `map50_vs_dense`)."""
+    and one per coarser stage alone (dense; `short_side`, `tokens` and `_STAGE_KEYS`)."""
     if config.short_sides[-1] != model.short_side:
         raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
                          f"short side ({model.short_side}), the reference")
@@ -185,7 +185,7 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
     return summaries[:len(rows)], singles
 
 
-_STAGE_KEYS = ("gflops", "ms", "speedup", "map50_vs_dense")
+_STAGE_KEYS = ("gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense")
 
 
 def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], truths: list, stages: int) -> dict:
@@ -205,6 +205,9 @@ def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], tru
         "ms": round(median, 2),
         "dense_ms": round(dense_median, 2),
         "speedup": round(dense_median / median, 3),
+        "mean_ms": round(float(np.mean(row.ms)), 2),
+        "dense_mean_ms": round(float(np.mean(dense_ms)), 2),
+        "speedup_mean": round(float(np.mean(dense_ms) / np.mean(row.ms)), 3),
         "map50_vs_dense": map50,
         "exit_rates": exit_rates,
     }
@@ -223,19 +226,19 @@ def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> Non
         rows = [r for r in results if r["variant"] == variant and r["map50_vs_dense"] is not None]
         if not rows:
             continue
-        line, = axis.plot([r["map50_vs_dense"] for r in rows], [r["speedup"] for r in rows], "o-",
+        line, = axis.plot([r["map50_vs_dense"] for r in rows], [r["speedup_mean"] for r in rows], "o-",
                           label=variant, alpha=0.8)
         for r in rows:
-            axis.annotate(f"{r['budget']:g}", (r["map50_vs_dense"], r["speedup"]), fontsize=7,
+            axis.annotate(f"{r['budget']:g}", (r["map50_vs_dense"], r["speedup_mean"]), fontsize=7,
                           color=line.get_color(), xytext=(3, 3), textcoords="offset points")
     for r in stages:
         if r["map50_vs_dense"] is not None:
-            axis.plot(r["map50_vs_dense"], r["speedup"], "k^", alpha=0.6)
-            axis.annotate(f"short side {r['short_side']} alone, dense", (r["map50_vs_dense"], r["speedup"]),
+            axis.plot(r["map50_vs_dense"], r["speedup_mean"], "k^", alpha=0.6)
+            axis.annotate(f"short side {r['short_side']} alone, dense", (r["map50_vs_dense"], r["speedup_mean"]),
                           fontsize=7, xytext=(4, -9), textcoords="offset points")
     axis.axvline(0.98, color="gray", linestyle=":", label="target: mAP50 0.98, 2x")
     axis.axhline(2.0, color="gray", linestyle=":")
-    axis.set(xlabel="mAP50 vs dense finest stage", ylabel="x faster than dense finest stage (median ms)",
+    axis.set(xlabel="mAP50 vs dense finest stage", ylabel="x faster than dense finest stage (mean ms)",
              yscale="log")
     axis.set_yticks([0.5, 1, 2, 5, 10], ["0.5", "1", "2", "5", "10"])
     axis.grid(True, alpha=0.3)
@@ -275,15 +278,15 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
              f"pan {args.pan} px/frame, stages {'/'.join(map(str, config.short_sides))}; "
              f"{report['machine']['cpu']}, {report['machine']['threads']} threads")
     print(title)
-    print("variant               | budget |  GFLOPs | ms      | speedup | mAP50 vs dense | exit rates")
+    print("variant               | budget |  GFLOPs | ms      | speedup | mean speedup | mAP50 vs dense | exit rates")
     for r in results:
         map50 = "n/a" if r["map50_vs_dense"] is None else f"{r['map50_vs_dense']:.3f}"
         rates = "-" if r["exit_rates"] is None else " / ".join(f"{x:.2f}" for x in r["exit_rates"])
         print(f"{r['variant']:21} | {r['budget']:6g} | {r['gflops']:7.2f} | {r['ms']:7.1f} | "
-              f"{r['speedup']:6.2f}x | {map50:>14} | {rates}")
+              f"{r['speedup']:6.2f}x | {r['speedup_mean']:11.2f}x | {map50:>14} | {rates}")
     for r in stages:
         print(f"stage at short side {r['short_side']} alone, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
-              f"{r['ms']:.1f} ms, {r['speedup']:.2f}x, mAP50 vs dense {r['map50_vs_dense']}")
+              f"{r['ms']:.1f} ms, {r['speedup']:.2f}x (means {r['speedup_mean']:.2f}x), mAP50 vs dense {r['map50_vs_dense']}")
     print(f"dense finest: {results[0]['gflops_dense']:.2f} GFLOPs, {results[0]['dense_ms']:.1f} ms; {NOT_BUILT}")
     if args.plot:
         plot(results, stages, title, Path(args.plot))

@@ -89,9 +89,9 @@ def test_bad_arguments_exit_with_2_and_a_message(bad, tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
-LADDER_RESULT_KEYS = {"variant", "budget", "gflops", "gflops_dense", "ms", "dense_ms", "speedup",
-                      "map50_vs_dense", "exit_rates"}
-LADDER_STAGE_KEYS = {"short_side", "tokens", "gflops", "ms", "speedup", "map50_vs_dense"}
+LADDER_RESULT_KEYS = {"variant", "budget", "gflops", "gflops_dense", "ms", "dense_ms", "speedup", "mean_ms",
+                      "dense_mean_ms", "speedup_mean", "map50_vs_dense", "exit_rates"}
+LADDER_STAGE_KEYS = {"short_side", "tokens", "gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense"}
 LADDER_SIDES = (128, 192, 256)
 
 
@@ -141,7 +141,8 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
     # runs the finest stage only, at update fraction = budget; its stream began in the warm-up
     assert by["controller", 1.0]["exit_rates"] == [0.0, 0.0, 1.0] and by["controller", 1.0]["map50_vs_dense"] == 1.0
     assert by["controller", 0.5]["gflops"] == pytest.approx(by["eventful", 0.5]["gflops"], rel=1e-3)
-    assert all(r["dense_ms"] == full["dense_ms"] > 0 and r["ms"] > 0 for r in rows)
+    assert all(r["dense_ms"] == full["dense_ms"] > 0 and r["ms"] > 0 and r["mean_ms"] > 0 for r in rows)
+    assert all(r["speedup_mean"] == pytest.approx(r["dense_mean_ms"] / r["mean_ms"], rel=1e-2) for r in rows)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
