@@ -15,14 +15,16 @@ in one process, after `--warmup` frames. Variants (`VARIANTS`):
 - `controller`: the controller's law (`plan_frame`: static -> finest gated, moving -> ladder).
 
 Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
-Each coarser stage alone (dense, no exits) is measured too, as the granularity knob alone.
+Each coarser stage alone (dense, no exits) is measured too: the granularity knob alone.
+
 JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "stages":
-[{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results": [{variant, budget,
-gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms, speedup_mean,
-map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of per-frame ms
-(motion estimation included), speedup = their ratio; the same from means (throughput: a
-ladder's frame times are bimodal, so its median says little about its mean cost); mAP50 against the reference's detections (as the plain bench scores it), and the fraction
-of frames exiting at each stage (null for the finest-only variants).
+[{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results":
+[{variant, budget, gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms,
+speedup_mean, map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of
+per-frame ms (motion estimation included) and speedup = their ratio, the same from means (the
+throughput: a ladder's frame times are bimodal, so its median says little about its mean cost),
+mAP50 against the reference's detections (scored as the plain bench scores them), and the
+fraction of frames exiting at each stage (null for the finest-only variants).
 """
 from __future__ import annotations
 
@@ -73,7 +75,8 @@ class _Runner:
 
 def eventful_step(model: EventfulViT, budget: float, alignment: str | None) -> Step:
     """The finest stage alone; `alignment` None: no motion compensation."""
-    stream = model.new_stream(StreamConfig() if alignment is None else StreamConfig(motion_alignment=alignment))
+    config = StreamConfig() if alignment is None else StreamConfig(motion_alignment=alignment)
+    stream = model.new_stream(config)
     motion = GlobalMotion() if alignment else None
 
     def step(frame: np.ndarray) -> tuple[Result, float, None]:
@@ -188,7 +191,8 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
 _STAGE_KEYS = ("gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense")
 
 
-def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], truths: list, stages: int) -> dict:
+def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], truths: list,
+             stages: int) -> dict:
     map50 = None
     if truths and truths[0] is not None:
         map50 = mean_average_precision(row.detections, truths)
@@ -234,8 +238,9 @@ def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> Non
     for r in stages:
         if r["map50_vs_dense"] is not None:
             axis.plot(r["map50_vs_dense"], r["speedup_mean"], "k^", alpha=0.6)
-            axis.annotate(f"short side {r['short_side']} alone, dense", (r["map50_vs_dense"], r["speedup_mean"]),
-                          fontsize=7, xytext=(4, -9), textcoords="offset points")
+            axis.annotate(f"short side {r['short_side']} alone, dense",
+                          (r["map50_vs_dense"], r["speedup_mean"]), fontsize=7, xytext=(4, -9),
+                          textcoords="offset points")
     axis.axvline(0.98, color="gray", linestyle=":", label="target: mAP50 0.98, 2x")
     axis.axhline(2.0, color="gray", linestyle=":")
     axis.set(xlabel="mAP50 vs dense finest stage", ylabel="x faster than dense finest stage (mean ms)",
@@ -264,7 +269,8 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
     """`bench --ladder` once `bench.run_bench` has read the frames, the config and the model."""
     config, raw = fitted
     try:
-        results, stages = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds), args.warmup)
+        results, stages = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds),
+                                       args.warmup)
     except ValueError as error:
         print(f"eventful-perception bench: error: {error}", file=sys.stderr)
         return 2
@@ -277,18 +283,24 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
     title = (f"{args.model} on {video.name}: {tokens} tokens at the finest stage, {args.frames} frames, "
              f"pan {args.pan} px/frame, stages {'/'.join(map(str, config.short_sides))}; "
              f"{report['machine']['cpu']}, {report['machine']['threads']} threads")
+    _print_table(title, results, stages)
+    if args.plot:
+        plot(results, stages, title, Path(args.plot))
+    print(f"wrote {Path(args.json).resolve()}" + (f" and {Path(args.plot).resolve()}" if args.plot else ""))
+    return 0
+
+
+def _print_table(title: str, results: list[dict], stages: list[dict]) -> None:
     print(title)
-    print("variant               | budget |  GFLOPs | ms      | speedup | mean speedup | mAP50 vs dense | exit rates")
+    print("variant               | budget |  GFLOPs | ms      | speedup | mean speedup | mAP50 vs dense "
+          "| exit rates")
     for r in results:
         map50 = "n/a" if r["map50_vs_dense"] is None else f"{r['map50_vs_dense']:.3f}"
         rates = "-" if r["exit_rates"] is None else " / ".join(f"{x:.2f}" for x in r["exit_rates"])
         print(f"{r['variant']:21} | {r['budget']:6g} | {r['gflops']:7.2f} | {r['ms']:7.1f} | "
               f"{r['speedup']:6.2f}x | {r['speedup_mean']:11.2f}x | {map50:>14} | {rates}")
     for r in stages:
-        print(f"stage at short side {r['short_side']} alone, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
-              f"{r['ms']:.1f} ms, {r['speedup']:.2f}x (means {r['speedup_mean']:.2f}x), mAP50 vs dense {r['map50_vs_dense']}")
+        print(f"short side {r['short_side']} alone, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
+              f"{r['ms']:.1f} ms, {r['speedup']:.2f}x (means {r['speedup_mean']:.2f}x), "
+              f"mAP50 vs dense {r['map50_vs_dense']}")
     print(f"dense finest: {results[0]['gflops_dense']:.2f} GFLOPs, {results[0]['dense_ms']:.1f} ms; {NOT_BUILT}")
-    if args.plot:
-        plot(results, stages, title, Path(args.plot))
-    print(f"wrote {Path(args.json).resolve()}" + (f" and {Path(args.plot).resolve()}" if args.plot else ""))
-    return 0

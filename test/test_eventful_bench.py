@@ -117,21 +117,25 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
 
     out, plot = tmp_path / "ladder.json", tmp_path / "ladder.png"
     thresholds = _thresholds_file(tmp_path / "exits.json", {"0.3": [0.15, 0.19], "0.6": [0.2, 0.2]})
-    argv = ["bench", "vtest.avi", "--ladder", "--model", str(ladder_dir), "--budgets", "1.0,0.5", "--frames", "3",
-            "--warmup", "2", "--exit-thresholds", thresholds, "--json", str(out), "--plot", str(plot)]
+    argv = ["bench", "vtest.avi", "--ladder", "--model", str(ladder_dir), "--budgets", "1.0,0.5",
+            "--frames", "3", "--warmup", "2", "--exit-thresholds", thresholds, "--json", str(out),
+            "--plot", str(plot)]
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
     assert set(report) == {"machine", "exit_thresholds", "not_built", "stages", "results"}
     assert [set(r) for r in report["stages"]] == [LADDER_STAGE_KEYS] * 2
     assert [r["short_side"] for r in report["stages"]] == list(LADDER_SIDES[:-1])
-    assert report["exit_thresholds"] == {"file": "exits.json", "footage": "synthetic", "command": "written by the test"}
+    assert report["exit_thresholds"] == {"file": "exits.json", "footage": "synthetic",
+                                         "command": "written by the test"}
     assert "reuse" in report["not_built"]
     rows = report["results"]
-    assert [(r["variant"], r["budget"]) for r in rows] == [(v, b) for v in bench_ladder.VARIANTS for b in (1.0, 0.5)]
+    expected = [(v, b) for v in bench_ladder.VARIANTS for b in (1.0, 0.5)]
+    assert [(r["variant"], r["budget"]) for r in rows] == expected
     assert all(set(r) == LADDER_RESULT_KEYS for r in rows)
     by = {(r["variant"], r["budget"]): r for r in rows}
     full = by["eventful", 1.0]
-    assert full["map50_vs_dense"] == 1.0 and full["gflops"] == full["gflops_dense"] and full["exit_rates"] is None
+    assert full["map50_vs_dense"] == 1.0 and full["gflops"] == full["gflops_dense"]
+    assert full["exit_rates"] is None
     assert by["eventful", 0.5]["gflops"] < 0.75 * full["gflops_dense"]
     for variant in ("ladder_dense", "ladder_eventful", "controller"):
         for budget in (1.0, 0.5):
@@ -139,7 +143,8 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
             assert len(rates) == 3 and sum(rates) == pytest.approx(1.0)
     # the camera is static: after the first frame (motion unknown: the ladder), the controller
     # runs the finest stage only, at update fraction = budget; its stream began in the warm-up
-    assert by["controller", 1.0]["exit_rates"] == [0.0, 0.0, 1.0] and by["controller", 1.0]["map50_vs_dense"] == 1.0
+    assert by["controller", 1.0]["exit_rates"] == [0.0, 0.0, 1.0]
+    assert by["controller", 1.0]["map50_vs_dense"] == 1.0
     assert by["controller", 0.5]["gflops"] == pytest.approx(by["eventful", 0.5]["gflops"], rel=1e-3)
     assert all(r["dense_ms"] == full["dense_ms"] > 0 and r["ms"] > 0 and r["mean_ms"] > 0 for r in rows)
     assert all(r["speedup_mean"] == pytest.approx(r["dense_mean_ms"] / r["mean_ms"], rel=1e-2) for r in rows)
@@ -193,4 +198,5 @@ def test_ladder_bad_exit_thresholds_exit_with_2(tmp_path, capsys):
             "--json", str(tmp_path / "x.json")]
     assert cli.main(argv) == 2
     assert "--exit-thresholds" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
-    assert cli.main(["bench", "vtest.avi", "--ladder", "--dtype", "bfloat16", "--json", str(tmp_path / "x.json")]) == 2
+    argv = ["bench", "vtest.avi", "--ladder", "--dtype", "bfloat16", "--json", str(tmp_path / "x.json")]
+    assert cli.main(argv) == 2
