@@ -8,6 +8,7 @@ gflops_dense, gflops, flops_ratio, map50_vs_dense, feature_cosine, state_mb, att
 medians of per-frame milliseconds, speedup = their ratio, mean GFLOPs (1 multiply-add = 1 FLOP),
 mAP50 of the eventful detections scored against the dense detections of the same frames,
 mean cosine of the final backbone tokens, and the largest stream state in MB.
+`--ladder` compares the granularity ladder instead (`bench_ladder`, its own JSON).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from eventful_perception.training.metrics import GroundTruth, mean_average_preci
 # Eventful detections are scored down to this score, so each keeps its whole precision-recall
 # curve; the dense detections above the model's threshold are the ground truth.
 _SCORE_FLOOR = 0.05
+DEFAULT_BUDGETS = "1.0,0.5,0.25,0.1"
 
 
 @dataclass
@@ -196,9 +198,12 @@ def plot(results: list[dict], title: str, path: Path) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """The `bench` command; 0 on success, 2 for bad arguments."""
+    """The `bench` command (`--ladder`: `bench_ladder`); 0 on success, 2 for bad arguments."""
+    from eventful_perception import bench_ladder
+
     try:
         budgets, size, video = _checked(args)
+        ladder = bench_ladder.read_config(args.exit_thresholds) if args.ladder else None
         frames = read_frames(video, args.start, args.frames + args.warmup, size, args.pan)
     except ValueError as error:
         print(f"eventful-perception bench: error: {error}", file=sys.stderr)
@@ -208,6 +213,9 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
+    if ladder:
+        return bench_ladder.run_ladder(args, model, ladder, frames, budgets, video)
+    budgets = budgets or [float(b) for b in DEFAULT_BUDGETS.split(",")]
     eventful = None if args.dtype == "float32" else copy.deepcopy(model).to(getattr(torch, args.dtype))
     config = StreamConfig() if args.attention is None else StreamConfig(attention=args.attention)
     results = bench(model, frames, budgets, config, args.warmup, eventful)
@@ -235,13 +243,18 @@ def _print_table(title: str, results: list[dict]) -> None:
               f" | {r['state_mb']:8.1f}")
 
 
-def _checked(args: argparse.Namespace) -> tuple[list[float], tuple[int, int] | None, Path]:
-    try:
-        budgets = [float(b) for b in args.budgets.split(",")]
-    except ValueError:
-        raise ValueError(f"--budgets must be comma-separated numbers, got {args.budgets!r}") from None
-    if not budgets or not all(0.0 < b <= 1.0 for b in budgets):
-        raise ValueError(f"--budgets must be in (0, 1], got {args.budgets!r}")
+def _checked(args: argparse.Namespace) -> tuple[list[float] | None, tuple[int, int] | None, Path]:
+    """Budgets (None: not given), size, video; ValueError for bad arguments."""
+    budgets = None
+    if args.budgets is not None:
+        try:
+            budgets = [float(b) for b in args.budgets.split(",")]
+        except ValueError:
+            raise ValueError(f"--budgets must be comma-separated numbers, got {args.budgets!r}") from None
+        if not budgets or not all(0.0 < b <= 1.0 for b in budgets):
+            raise ValueError(f"--budgets must be in (0, 1], got {args.budgets!r}")
+    if args.ladder and (args.attention or args.dtype != "float32"):
+        raise ValueError("--ladder runs the library defaults: no --attention or --dtype")
     size = None
     if args.size:
         parts = args.size.lower().split("x")
@@ -261,8 +274,9 @@ def add_parser(subparsers) -> None:
         "bench", help="eventful vs dense speed, GFLOPs and fidelity on a video, per budget (JSON, plot)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="video file, or a set-up video name such as vtest.avi")
-    parser.add_argument("--budgets", default="1.0,0.5,0.25,0.1",
-                        help="comma-separated token budgets in (0, 1] (default: %(default)s)")
+    parser.add_argument("--budgets", default=None,
+                        help=f"comma-separated token budgets in (0, 1] (default: {DEFAULT_BUDGETS}; "
+                             "with --ladder the budgets fitted in --exit-thresholds)")
     parser.add_argument("--frames", type=int, default=30, help="measured frames (default: %(default)s)")
     parser.add_argument("--start", type=int, default=0,
                         help="first frame of the video (default: %(default)s)")
@@ -283,6 +297,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                         help="dtype of the eventful model; dense stays float32 as the reference "
                              "(default: %(default)s)")
+    parser.add_argument("--ladder", action="store_true",
+                        help="compare the granularity ladder, the controller and motion-compensated "
+                             "gating with the finest stage alone (see bench_ladder)")
+    parser.add_argument("--exit-thresholds", default=None,
+                        help="with --ladder: fitted exit thresholds JSON (default: the shipped "
+                             "config/exit_thresholds.json)")
     parser.add_argument("--json", required=True, help="results file to write, e.g. bench.json")
     parser.add_argument("--plot", help="plot to write: speedup and mAP50 vs budget, e.g. bench.png")
     parser.set_defaults(func=run_bench)

@@ -1,5 +1,6 @@
 """`eventful-perception bench` on a tiny random YOLOS: the JSON's exact keys, fidelity, the plot."""
 import json
+import math
 import shutil
 
 import numpy as np
@@ -86,3 +87,116 @@ def test_bad_arguments_exit_with_2_and_a_message(bad, tmp_path, capsys):
     assert cli.main(["bench", "vtest.avi", "--json", str(tmp_path / "x.json"), *bad]) == 2
     assert "eventful-perception bench: error:" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+LADDER_RESULT_KEYS = {"variant", "budget", "gflops", "gflops_dense", "ms", "dense_ms", "speedup", "mean_ms",
+                      "dense_mean_ms", "speedup_mean", "map50_vs_dense", "exit_rates"}
+LADDER_STAGE_KEYS = {"short_side", "tokens", "gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense"}
+LADDER_SIDES = (128, 192, 256)
+
+
+@pytest.fixture(scope="module")
+def ladder_dir(detector_dir, tmp_path_factory):
+    """The tiny detector at short side 256 (the ladder's finest stage), so three stages run fast."""
+    folder = tmp_path_factory.mktemp("tiny_yolos_ladder")
+    for item in detector_dir.iterdir():
+        shutil.copy(item, folder / item.name)
+    (folder / "preprocessor_config.json").write_text('{"size": {"shortest_edge": 256, "longest_edge": 448}}')
+    return folder
+
+
+def _thresholds_file(path, exit_thresholds: dict) -> str:
+    path.write_text(json.dumps({"footage": "synthetic", "command": "written by the test",
+                                "short_sides": list(LADDER_SIDES), "score_low": 0.1,
+                                "exit_thresholds": exit_thresholds}))
+    return str(path)
+
+
+def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_dir, tmp_path):
+    from eventful_perception import bench_ladder
+
+    out, plot = tmp_path / "ladder.json", tmp_path / "ladder.png"
+    thresholds = _thresholds_file(tmp_path / "exits.json", {"0.3": [0.15, 0.19], "0.6": [0.2, 0.2]})
+    argv = ["bench", "vtest.avi", "--ladder", "--model", str(ladder_dir), "--budgets", "1.0,0.5",
+            "--frames", "3", "--warmup", "2", "--exit-thresholds", thresholds, "--json", str(out),
+            "--plot", str(plot)]
+    assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"machine", "exit_thresholds", "not_built", "stages", "results"}
+    assert [set(r) for r in report["stages"]] == [LADDER_STAGE_KEYS] * 2
+    assert [r["short_side"] for r in report["stages"]] == list(LADDER_SIDES[:-1])
+    assert report["exit_thresholds"] == {"file": "exits.json", "footage": "synthetic",
+                                         "command": "written by the test"}
+    assert "reuse" in report["not_built"]
+    rows = report["results"]
+    expected = [(v, b) for v in bench_ladder.VARIANTS for b in (1.0, 0.5)]
+    assert [(r["variant"], r["budget"]) for r in rows] == expected
+    assert all(set(r) == LADDER_RESULT_KEYS for r in rows)
+    by = {(r["variant"], r["budget"]): r for r in rows}
+    full = by["eventful", 1.0]
+    assert full["map50_vs_dense"] == 1.0 and full["gflops"] == full["gflops_dense"]
+    assert full["exit_rates"] is None
+    assert by["eventful", 0.5]["gflops"] < 0.75 * full["gflops_dense"]
+    for variant in ("ladder_dense", "ladder_eventful", "controller"):
+        for budget in (1.0, 0.5):
+            rates = by[variant, budget]["exit_rates"]
+            assert len(rates) == 3 and sum(rates) == pytest.approx(1.0)
+    # the camera is static: after the first frame (motion unknown: the ladder), the controller
+    # runs the finest stage only, at update fraction = budget; its stream began in the warm-up
+    assert by["controller", 1.0]["exit_rates"] == [0.0, 0.0, 1.0]
+    assert by["controller", 1.0]["map50_vs_dense"] == 1.0
+    assert by["controller", 0.5]["gflops"] == pytest.approx(by["eventful", 0.5]["gflops"], rel=1e-3)
+    assert all(r["dense_ms"] == full["dense_ms"] > 0 and r["ms"] > 0 and r["mean_ms"] > 0 for r in rows)
+    assert all(r["speedup_mean"] == pytest.approx(r["dense_mean_ms"] / r["mean_ms"], rel=1e-2) for r in rows)
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("threshold, stage", [(0.0, 0), (math.inf, 2)])
+def test_ladder_gflops_are_every_stage_run(ladder_dir, threshold, stage):
+    """Exit always at the first stage, or never early: the row's GFLOPs are those of the stages
+    run, counted here by dense runs at each stage's scale (counting only the exiting stage fails)."""
+    from eventful_perception import bench_ladder, load_model
+    from eventful_perception.granularity import LadderConfig
+
+    model = load_model(ladder_dir)
+    frames = bench.read_frames(video_path("vtest.avi"), 0, 3, None, 3)
+    config = LadderConfig(LADDER_SIDES, {0.5: (threshold, threshold)})
+    rows, alone = bench_ladder.bench_ladder(model, config, frames, [0.5], warmup=1)
+    (ladder,) = [r for r in rows if r["variant"] == "ladder_dense"]
+    stage_gflops = [model.dense(frames[1], short_side=side).usage.gflops for side in LADDER_SIDES]
+    assert [r["gflops"] for r in alone] == pytest.approx(stage_gflops[:-1], abs=1e-4)
+    assert ladder["exit_rates"] == [1.0 if k == stage else 0.0 for k in range(3)]
+    assert ladder["gflops"] == pytest.approx(sum(stage_gflops[:stage + 1]), abs=1e-4)
+    assert ladder["gflops_dense"] == pytest.approx(stage_gflops[-1], abs=1e-4)
+
+
+def test_the_controller_row_runs_what_Ladder_runs(ladder_dir):
+    """Same stage, GFLOPs and detections above the threshold per frame as `Ladder` on a pan
+    (the bench keeps detections down to the score floor for scoring, `Ladder` does not)."""
+    from eventful_perception import bench_ladder, load_model
+    from eventful_perception.granularity import Ladder, LadderConfig
+
+    model = load_model(ladder_dir)
+    frames = bench.read_frames(video_path("vtest.avi"), 0, 6, None, 3)
+    config = LadderConfig(LADDER_SIDES, {0.5: (0.15, 0.19)})
+    ladder, step = Ladder(model, config), bench_ladder.ladder_step(model, config, 0.5, "controller")
+    state = ladder.new_state()
+    stages = []
+    for frame in frames:
+        expected = ladder(frame, state, 0.5)
+        result, gflops, stage = step(frame)
+        keep = result.detections.scores >= model.default_score_threshold
+        assert stage == expected.stage and gflops == pytest.approx(expected.gflops, rel=1e-6)
+        assert np.allclose(result.detections.boxes[keep], expected.result.detections.boxes, atol=1e-4)
+        stages.append(stage)
+    assert len(set(stages)) > 1  # the thresholds make frames exit at different stages
+
+
+def test_ladder_bad_exit_thresholds_exit_with_2(tmp_path, capsys):
+    (tmp_path / "bad.json").write_text('{"short_sides": [224, 448]}')
+    argv = ["bench", "vtest.avi", "--ladder", "--exit-thresholds", str(tmp_path / "bad.json"),
+            "--json", str(tmp_path / "x.json")]
+    assert cli.main(argv) == 2
+    assert "--exit-thresholds" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+    argv = ["bench", "vtest.avi", "--ladder", "--dtype", "bfloat16", "--json", str(tmp_path / "x.json")]
+    assert cli.main(argv) == 2

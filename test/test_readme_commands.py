@@ -35,7 +35,8 @@ NOT_RUN = {
     "export FASTDDS_DEFAULT_PROFILES_FILE=$FASTRTPS": "robot environment (follows the line above)",
     "source .venv/bin/activate": "what every command here runs under (see clean_env)",
     "eventful-perception bench ": "a benchmark (minutes of CPU); test_eventful_bench.py runs "
-                                  "the same subcommand on a tiny model and checks its JSON",
+                                  "the same subcommand (also --ladder) on a tiny model and checks "
+                                  "its JSON",
     "nice -n 10 python benchmarks/bench_tracking.py ": "a benchmark (25 min of CPU); "
                                                        "test_tracking_bench.py runs it end to end "
                                                        "on a tiny model",

@@ -1,0 +1,306 @@
+"""`eventful-perception bench VIDEO --ladder`: the granularity ladder against each knob alone.
+
+Every frame goes through the reference, the dense finest stage (`model.dense(frame)` at the
+model's own short side), and through every variant at every budget, interleaved frame by frame
+in one process, after `--warmup` frames. Variants (`VARIANTS`):
+
+- `eventful`: the finest stage only, eventful at update fraction = budget (the plain bench);
+- `eventful_motion_pixel`, `eventful_motion_patch`: the same with motion-compensated gating
+  (`motion` from the stream's own `GlobalMotion`; `StreamConfig.motion_alignment`);
+- `ladder_dense`: the ladder without reuse, every frame from the coarsest stage, every stage
+  dense, exits fitted for the budget (the controller's moving-camera plan);
+- `ladder_eventful`: the same plan and exits, every stage eventful at update fraction = budget
+  with motion-compensated gating (pixel alignment; each stage's motion summed over the frames
+  since that stage last ran);
+- `controller`: the controller's law (`plan_frame`: static -> finest gated, moving -> ladder).
+
+Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
+Each coarser stage alone (dense, no exits) is measured too: the granularity knob alone.
+
+JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "stages":
+[{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results":
+[{variant, budget, gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms,
+speedup_mean, map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of
+per-frame ms (motion estimation included) and speedup = their ratio, the same from means (the
+throughput: a ladder's frame times are bimodal, so its median says little about its mean cost),
+mAP50 against the reference's detections (scored as the plain bench scores them), and the
+fraction of frames exiting at each stage (null for the finest-only variants).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from eventful_perception.bench import _SCORE_FLOOR, _timed, _truth, machine
+from eventful_perception.eventful.stream import Stream, StreamConfig
+from eventful_perception.granularity import ExitRule, LadderConfig, Plan, plan_frame
+from eventful_perception.models.base import EventfulViT
+from eventful_perception.models.results import Result
+from eventful_perception.motion import GlobalMotion
+from eventful_perception.training.metrics import mean_average_precision
+
+VARIANTS = ("eventful", "eventful_motion_pixel", "eventful_motion_patch", "ladder_dense",
+            "ladder_eventful", "controller")
+_ALIGNMENTS = {"eventful": None, "eventful_motion_pixel": "pixel", "eventful_motion_patch": "patch"}
+NOT_BUILT = ("feature and relation reuse (issue 11, item 4) are not built: every ladder stage "
+             "starts from its own input, nothing is passed from a coarser stage")
+DEFAULT_EXIT_THRESHOLDS = Path(__file__).resolve().parents[1] / "config" / "exit_thresholds.json"
+
+Motion = tuple[float, float] | None
+# One variant's per-frame step: frame -> (result scored down to _SCORE_FLOOR, GFLOPs, exit stage)
+Step = Callable[[np.ndarray], tuple[Result, float, int | None]]
+
+
+@dataclass
+class _Runner:
+    """One (variant, budget): its step and its per-frame measurements."""
+
+    variant: str
+    budget: float
+    step: Step
+    ms: list[float] = field(default_factory=list)
+    gflops: list[float] = field(default_factory=list)
+    detections: list = field(default_factory=list)
+    exits: list[int] = field(default_factory=list)
+    tokens: int = 0
+
+
+def eventful_step(model: EventfulViT, budget: float, alignment: str | None) -> Step:
+    """The finest stage alone; `alignment` None: no motion compensation."""
+    config = StreamConfig() if alignment is None else StreamConfig(motion_alignment=alignment)
+    stream = model.new_stream(config)
+    motion = GlobalMotion() if alignment else None
+
+    def step(frame: np.ndarray) -> tuple[Result, float, None]:
+        result = model(frame, stream, budget=budget, motion=motion(frame) if motion else None,
+                       score_threshold=_SCORE_FLOOR)
+        return result, result.usage.gflops, None
+    return step
+
+
+def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant: str) -> Step:
+    """`ladder_dense`, `ladder_eventful` or `controller` (module docstring).
+
+    The stage loop is `Ladder.__call__`'s, but keeps the exiting stage's detections down to
+    _SCORE_FLOOR for scoring (`Ladder` returns those above the decision threshold only); the
+    exit decisions are the same, since `ExitRule.confidence` ignores scores below `score_low`.
+    """
+    sides = config.short_sides
+    streams = [Stream(StreamConfig(), f"stage{k}") for k in range(len(sides))]
+    rule = config.exit_rule(budget, model.default_score_threshold)
+    camera = GlobalMotion()
+    pending: list[Motion] = [(0.0, 0.0)] * len(sides)  # motion since each stage's last frame
+
+    def step(frame: np.ndarray) -> tuple[Result, float, int]:
+        motion = camera(frame)
+        if variant == "controller":
+            plan = plan_frame(config, budget, _finest_pixels(frame, motion, sides[-1]))
+        else:
+            plan = Plan(0, (1.0 if variant == "ladder_dense" else budget,) * len(sides), moving=True)
+        for k in range(len(sides)):
+            pending[k] = None if motion is None or pending[k] is None else (
+                pending[k][0] + motion[0], pending[k][1] + motion[1])
+        return run_stages(model, frame, streams, sides, plan, rule,
+                          pending if variant == "ladder_eventful" else None)
+    return step
+
+
+def run_stages(model: EventfulViT, frame: np.ndarray, streams: list[Stream], sides: tuple[int, ...],
+               plan: Plan, rule: ExitRule, pending: list[Motion] | None) -> tuple[Result, float, int]:
+    """The planned stages up to the first exit: (its result, GFLOPs of all run, its index)."""
+    gflops = 0.0
+    for stage in range(plan.first_stage, len(streams)):
+        motion = None if pending is None else pending[stage]
+        result = model(frame, streams[stage], budget=plan.update_fractions[stage], motion=motion,
+                       score_threshold=_SCORE_FLOOR, short_side=sides[stage])
+        if pending is not None:
+            pending[stage] = (0.0, 0.0)
+        gflops += result.usage.gflops
+        if rule.exits(stage, rule.confidence(result.detections)):
+            break
+    return result, gflops, stage
+
+
+def _finest_pixels(frame: np.ndarray, motion: Motion, finest_side: int) -> float | None:
+    """Camera motion in finest-stage pixels, as `Ladder` measures it."""
+    return None if motion is None else math.hypot(*motion) * finest_side / min(frame.shape[:2])
+
+
+def runners(model: EventfulViT, config: LadderConfig, budgets: list[float]) -> list[_Runner]:
+    """One runner per variant and budget, each with its own streams."""
+    made = []
+    for variant in VARIANTS:
+        for budget in budgets:
+            if variant in _ALIGNMENTS:
+                step = eventful_step(model, budget, _ALIGNMENTS[variant])
+            else:
+                step = ladder_step(model, config, budget, variant)
+            made.append(_Runner(variant, budget, step))
+    return made
+
+
+def _stage_runners(model: EventfulViT, config: LadderConfig) -> list[_Runner]:
+    """Each coarser stage alone, dense: the granularity knob without exits."""
+    def dense_step(side: int) -> Step:
+        def step(frame: np.ndarray) -> tuple[Result, float, None]:
+            result = model.dense(frame, score_threshold=_SCORE_FLOOR, short_side=side)
+            return result, result.usage.gflops, None
+        return step
+    return [_Runner(f"stage{k}", 1.0, dense_step(side)) for k, side in enumerate(config.short_sides[:-1])]
+
+
+def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarray], budgets: list[float],
+                 warmup: int) -> tuple[list[dict], list[dict]]:
+    """Over `frames` (RGB uint8), after `warmup` frames: one result dict per (variant, budget),
+    and one per coarser stage alone (dense; `short_side`, `tokens` and `_STAGE_KEYS`)."""
+    if config.short_sides[-1] != model.short_side:
+        raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
+                         f"short side ({model.short_side}), the reference")
+    rows, alone = runners(model, config, budgets), _stage_runners(model, config)
+    dense_ms, dense_gflops, truths = [], [], []
+    for i, frame in enumerate(tqdm(frames, desc="bench ladder", unit="frame", file=sys.stderr)):
+        dense, ms = _timed(lambda: model.dense(frame, score_threshold=_SCORE_FLOOR), model.device)
+        if i >= warmup:
+            dense_ms.append(ms)
+            dense_gflops.append(dense.usage.gflops)
+            truths.append(_truth(dense, model.default_score_threshold))
+        for row in rows + alone:
+            (result, gflops, stage), ms = _timed(lambda: row.step(frame), model.device)
+            if i >= warmup:
+                row.ms.append(ms)
+                row.gflops.append(gflops)
+                row.detections.append(result.detections)
+                row.tokens = result.usage.tokens_total
+                if stage is not None:
+                    row.exits.append(stage)
+    stages = len(config.short_sides)
+    summaries = [_summary(row, dense_ms, dense_gflops, truths, stages) for row in rows + alone]
+    singles = [{"short_side": side, "tokens": row.tokens} | {key: summary[key] for key in _STAGE_KEYS}
+               for side, row, summary in zip(config.short_sides, alone, summaries[len(rows):])]
+    return summaries[:len(rows)], singles
+
+
+_STAGE_KEYS = ("gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense")
+
+
+def _summary(row: _Runner, dense_ms: list[float], dense_gflops: list[float], truths: list,
+             stages: int) -> dict:
+    map50 = None
+    if truths and truths[0] is not None:
+        map50 = mean_average_precision(row.detections, truths)
+        map50 = None if np.isnan(map50) else round(map50, 4)  # NaN: the dense model found nothing
+    dense_median, median = float(np.median(dense_ms)), float(np.median(row.ms))
+    exit_rates = None
+    if row.exits:
+        exit_rates = [round(row.exits.count(k) / len(row.exits), 4) for k in range(stages)]
+    return {
+        "variant": row.variant,
+        "budget": row.budget,
+        "gflops": round(float(np.mean(row.gflops)), 4),
+        "gflops_dense": round(float(np.mean(dense_gflops)), 4),
+        "ms": round(median, 2),
+        "dense_ms": round(dense_median, 2),
+        "speedup": round(dense_median / median, 3),
+        "mean_ms": round(float(np.mean(row.ms)), 2),
+        "dense_mean_ms": round(float(np.mean(dense_ms)), 2),
+        "speedup_mean": round(float(np.mean(dense_ms) / np.mean(row.ms)), 3),
+        "map50_vs_dense": map50,
+        "exit_rates": exit_rates,
+    }
+
+
+def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> None:
+    """Speedup against mAP50 vs dense, one line per variant through its budgets, and a marker
+    per coarser stage alone (a Pareto picture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(8, 5))
+    for variant in VARIANTS:
+        rows = [r for r in results if r["variant"] == variant and r["map50_vs_dense"] is not None]
+        if not rows:
+            continue
+        line, = axis.plot([r["map50_vs_dense"] for r in rows], [r["speedup_mean"] for r in rows], "o-",
+                          label=variant, alpha=0.8)
+        for r in rows:
+            axis.annotate(f"{r['budget']:g}", (r["map50_vs_dense"], r["speedup_mean"]), fontsize=7,
+                          color=line.get_color(), xytext=(3, 3), textcoords="offset points")
+    for r in stages:
+        if r["map50_vs_dense"] is not None:
+            axis.plot(r["map50_vs_dense"], r["speedup_mean"], "k^", alpha=0.6)
+            axis.annotate(f"short side {r['short_side']} alone, dense",
+                          (r["map50_vs_dense"], r["speedup_mean"]), fontsize=7, xytext=(4, -9),
+                          textcoords="offset points")
+    axis.axvline(0.98, color="gray", linestyle=":", label="target: mAP50 0.98, 2x")
+    axis.axhline(2.0, color="gray", linestyle=":")
+    axis.set(xlabel="mAP50 vs dense finest stage", ylabel="x faster than dense finest stage (mean ms)",
+             yscale="log")
+    axis.set_yticks([0.5, 1, 2, 5, 10], ["0.5", "1", "2", "5", "10"])
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    fig.suptitle(title + "\n(labels: budget; no feature/relation reuse rows: not built)", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_config(path: str | None) -> tuple[LadderConfig, dict]:
+    """The ladder config and the raw JSON of an `--exit-thresholds` file (ValueError if unusable)."""
+    path = Path(path) if path else DEFAULT_EXIT_THRESHOLDS
+    try:
+        return LadderConfig.from_file(path), json.loads(path.read_text()) | {"file": path.name}
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"--exit-thresholds {path}: {type(error).__name__}: {error}") from None
+
+
+def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[LadderConfig, dict],
+               frames: list[np.ndarray], budgets: list[float] | None, video: Path) -> int:
+    """`bench --ladder` once `bench.run_bench` has read the frames, the config and the model."""
+    config, raw = fitted
+    try:
+        results, stages = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds),
+                                       args.warmup)
+    except ValueError as error:
+        print(f"eventful-perception bench: error: {error}", file=sys.stderr)
+        return 2
+    report = {"machine": machine(model.device),
+              "exit_thresholds": {key: raw.get(key) for key in ("file", "footage", "command")},
+              "not_built": NOT_BUILT, "stages": stages, "results": results}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    tokens = model.dense(frames[0]).usage.tokens_total
+    title = (f"{args.model} on {video.name}: {tokens} tokens at the finest stage, {args.frames} frames, "
+             f"pan {args.pan} px/frame, stages {'/'.join(map(str, config.short_sides))}; "
+             f"{report['machine']['cpu']}, {report['machine']['threads']} threads")
+    _print_table(title, results, stages)
+    if args.plot:
+        plot(results, stages, title, Path(args.plot))
+    print(f"wrote {Path(args.json).resolve()}" + (f" and {Path(args.plot).resolve()}" if args.plot else ""))
+    return 0
+
+
+def _print_table(title: str, results: list[dict], stages: list[dict]) -> None:
+    print(title)
+    print("variant               | budget |  GFLOPs | ms      | speedup | mean speedup | mAP50 vs dense "
+          "| exit rates")
+    for r in results:
+        map50 = "n/a" if r["map50_vs_dense"] is None else f"{r['map50_vs_dense']:.3f}"
+        rates = "-" if r["exit_rates"] is None else " / ".join(f"{x:.2f}" for x in r["exit_rates"])
+        print(f"{r['variant']:21} | {r['budget']:6g} | {r['gflops']:7.2f} | {r['ms']:7.1f} | "
+              f"{r['speedup']:6.2f}x | {r['speedup_mean']:11.2f}x | {map50:>14} | {rates}")
+    for r in stages:
+        print(f"short side {r['short_side']} alone, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
+              f"{r['ms']:.1f} ms, {r['speedup']:.2f}x (means {r['speedup_mean']:.2f}x), "
+              f"mAP50 vs dense {r['map50_vs_dense']}")
+    print(f"dense finest: {results[0]['gflops_dense']:.2f} GFLOPs, {results[0]['dense_ms']:.1f} ms; {NOT_BUILT}")
