@@ -52,7 +52,7 @@ class StreamConfig:
     attention: str = "query_rows"
     sparse_max_fraction: float = SPARSE_ATTENTION_MAX_FRACTION
     cache_dtype: torch.dtype = torch.float32
-    motion_alignment: str = "pixel"
+    motion_alignment: str = "patch"
 
     def __post_init__(self) -> None:
         if not isinstance(self.refresh_interval, int) or self.refresh_interval < 0:
