@@ -178,7 +178,7 @@ def test_the_controller_row_runs_what_Ladder_runs(ladder_dir):
 
     model = load_model(ladder_dir)
     frames = bench.read_frames(video_path("vtest.avi"), 0, 6, None, 3)
-    config = LadderConfig(LADDER_SIDES, {0.5: (0.15, 0.19)})
+    config = LadderConfig(LADDER_SIDES, {0.5: (0.15, 0.19)}, ladder_below=1.0)  # the ladder when moving
     ladder, step = Ladder(model, config), bench_ladder.ladder_step(model, config, 0.5, "controller")
     state = ladder.new_state()
     stages = []

@@ -104,7 +104,7 @@ def test_boxes_of_a_translated_frame_come_back_to_frame_pixels(single_thread, vt
     truths = [model.dense(frame).detections for frame in frames]
 
     def overlap() -> float:
-        stream, motion, values = model.new_stream(), GlobalMotion(), []
+        stream, motion, values = model.new_stream(StreamConfig(motion_alignment="pixel")), GlobalMotion(), []
         for frame, truth in zip(frames, truths):
             found = model(frame, stream, budget=1.0, motion=motion(frame)).detections
             values.append(mean_best_iou(found, truth))

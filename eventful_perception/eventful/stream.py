@@ -40,12 +40,13 @@ class StreamConfig:
     cache_dtype: dtype of the "sparse" mode's N x N cache of exp-logits; bfloat16 halves it at
         ~3 significant digits of attention weights.
     motion_alignment: with camera motion given to the model (motion-compensated gating), the
-        state follows the content by whole patches and, with "pixel", the frame is translated
-        by the remaining sub-patch motion too, so unchanged content meets its own reference.
-        Measured on vtest.avi panned 3 px/frame (30 frames, mAP50 vs the dense model on the
-        untranslated frames): "pixel" 0.89 / 0.85 at budget 0.25 / 0.1 (0.88 at budget 1.0: the
-        detector's own sensitivity to the patch grid's phase), "patch" 0.96 / 0.48, no
-        compensation 0.93 / 0.37.
+        state follows the content by whole patches ("patch", the default) and, with "pixel",
+        the frame is also translated by the remaining sub-patch motion, so unchanged content
+        meets its own reference. Measured with `bench --ladder` (mAP50 vs the dense model on
+        the untranslated frames, README "Performance"): "pixel" loses fidelity even on a static
+        camera (0.944 at budget 0.8: the head's scores depend on the patch grid's phase) and
+        helps only at budget 0.1 on a pan (0.84 vs 0.56 uncompensated, test_motion.py);
+        "patch" equals no compensation on a static camera.
     """
 
     refresh_interval: int = 0
