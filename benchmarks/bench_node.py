@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -48,7 +47,8 @@ def start_node(args: argparse.Namespace, namespace: str) -> subprocess.Popen:
 
 
 class Client:
-    """Publishes frames and records when each frame's detections arrive."""
+    """Publishes frames and records when each frame's detections arrive (spun in this thread:
+    an executor spinning in a background thread could hang `shutdown` at the end)."""
 
     def __init__(self, namespace: str) -> None:
         import rclpy
@@ -62,16 +62,12 @@ class Client:
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self.publisher = self.node.create_publisher(Image, "image_raw", qos)
         self.received: dict[int, float] = {}
-        self.arrived = threading.Condition()
         self.node.create_subscription(Detection2DArray, "detections", self._on_detections, qos)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        threading.Thread(target=self.executor.spin, daemon=True).start()
 
     def _on_detections(self, msg) -> None:
-        with self.arrived:
-            self.received[msg.header.stamp.sec - 1000] = time.perf_counter()
-            self.arrived.notify_all()
+        self.received[msg.header.stamp.sec - 1000] = time.perf_counter()
 
     def send(self, frame: np.ndarray, index: int, timeout: float = 120.0) -> float:
         """Publish frame `index`; seconds until its detections arrived."""
@@ -82,19 +78,21 @@ class Client:
         header = Header(frame_id="camera")
         header.stamp.sec = 1000 + index
         msg = rgb_to_image(frame, header)
-        with self.arrived:
-            sent = time.perf_counter()
-            self.publisher.publish(msg)
-            if not self.arrived.wait_for(lambda: index in self.received, timeout):
-                raise TimeoutError(f"no detections for frame {index} within {timeout} s")
+        sent = time.perf_counter()
+        self.publisher.publish(msg)
+        self._spin_until(lambda: index in self.received, timeout, f"detections for frame {index}")
         return self.received[index] - sent
 
     def wait_for_node(self, timeout: float = 300.0) -> None:
+        self._spin_until(lambda: self.publisher.get_subscription_count() > 0
+                         and self.node.count_publishers("detections") > 0, timeout, "the node")
+
+    def _spin_until(self, condition, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
-        while self.publisher.get_subscription_count() == 0 or not self.node.count_publishers("detections"):
+        while not condition():
             if time.monotonic() > deadline:
-                raise TimeoutError("the node did not come up")
-            time.sleep(0.1)
+                raise TimeoutError(f"no {what} within {timeout} s")
+            self.executor.spin_once(timeout_sec=0.01)
 
     def close(self) -> None:
         import rclpy

@@ -49,9 +49,9 @@ def test_detect_on_real_excerpt(tmp_path, single_thread):
 def test_detect_adaptive_granularity_shows_the_stage_per_frame(tmp_path, tiny_yolos_dir):
     """Thresholds 0.0: a frame exits at the first stage it runs, so the stage is the
     controller's choice: stage 0 while the motion is unknown (frame 0), the finest stage on
-    vtest.avi's still camera."""
+    vtest.avi's still camera (`ladder_below` 1.0: the ladder at any budget when moving)."""
     exits, lines = tmp_path / "exits.json", tmp_path / "detections.jsonl"
-    exits.write_text(json.dumps({"short_sides": [64, 96, 128], "score_low": 0.1,
+    exits.write_text(json.dumps({"short_sides": [64, 96, 128], "score_low": 0.1, "ladder_below": 1.0,
                                  "exit_thresholds": {"0.5": [0.0, 0.0]}}))
     video = tmp_path / "annotated.mp4"
     assert cli.main(["detect", "vtest.avi", "--model", str(tiny_yolos_dir), "--max-frames", "4",
