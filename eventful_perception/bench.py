@@ -53,6 +53,24 @@ class _Track:
     state_bytes: int = 0
 
 
+@dataclass
+class DenseReference:
+    """The dense model's per-frame ms, GFLOPs and detections (the ground truth) of measured frames."""
+
+    ms: list[float] = field(default_factory=list)
+    gflops: list[float] = field(default_factory=list)
+    truths: list[GroundTruth | None] = field(default_factory=list)
+
+    def run(self, model: EventfulViT, frame: np.ndarray, measured: bool) -> Result:
+        """The dense result of `frame`, timed; recorded when `measured`."""
+        dense, ms = _timed(lambda: model.dense(frame, score_threshold=_SCORE_FLOOR), model.device)
+        if measured:
+            self.ms.append(ms)
+            self.gflops.append(dense.usage.gflops)
+            self.truths.append(_truth(dense, model.default_score_threshold))
+        return dense
+
+
 def bench(model: EventfulViT, frames: list[np.ndarray], budgets: list[float], config: StreamConfig,
           warmup: int, eventful: EventfulViT | None = None) -> list[dict]:
     """One result dict per budget over `frames` (RGB uint8); the first `warmup` are not measured.
@@ -61,19 +79,15 @@ def bench(model: EventfulViT, frames: list[np.ndarray], budgets: list[float], co
     """
     eventful = eventful or model
     tracks = [_Track(b, eventful.new_stream(config)) for b in budgets]
-    dense_ms, dense_gflops, truths = [], [], []
+    reference = DenseReference()
     for i, frame in enumerate(tqdm(frames, desc="bench dense+eventful", unit="frame", file=sys.stderr)):
-        dense, ms = _timed(lambda: model.dense(frame, score_threshold=_SCORE_FLOOR), model.device)
-        if i >= warmup:
-            dense_ms.append(ms)
-            dense_gflops.append(dense.usage.gflops)
-            truths.append(_truth(dense, model.default_score_threshold))
+        dense = reference.run(model, frame, i >= warmup)
         for track in tracks:
             result, ms = _timed(lambda: eventful(frame, track.stream, budget=track.budget,
                                                  score_threshold=_SCORE_FLOOR), model.device)
             if i >= warmup:
                 _record(track, result, dense, ms)
-    return [_summary(t, dense_ms, dense_gflops, truths, config.attention) for t in tracks]
+    return [_summary(t, reference.ms, reference.gflops, reference.truths, config.attention) for t in tracks]
 
 
 def _timed(call, device: torch.device) -> tuple[Result, float]:

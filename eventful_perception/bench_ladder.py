@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from eventful_perception.bench import _SCORE_FLOOR, _timed, _truth, machine
+from eventful_perception.bench import _SCORE_FLOOR, DenseReference, _timed, machine
 from eventful_perception.eventful.stream import Stream, StreamConfig
 from eventful_perception.granularity import ExitRule, LadderConfig, Plan, plan_frame
 from eventful_perception.models.base import EventfulViT
@@ -165,13 +165,9 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
         raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
                          f"short side ({model.short_side}), the reference")
     rows, alone = runners(model, config, budgets), _stage_runners(model, config)
-    dense_ms, dense_gflops, truths = [], [], []
+    reference = DenseReference()
     for i, frame in enumerate(tqdm(frames, desc="bench ladder", unit="frame", file=sys.stderr)):
-        dense, ms = _timed(lambda: model.dense(frame, score_threshold=_SCORE_FLOOR), model.device)
-        if i >= warmup:
-            dense_ms.append(ms)
-            dense_gflops.append(dense.usage.gflops)
-            truths.append(_truth(dense, model.default_score_threshold))
+        reference.run(model, frame, i >= warmup)
         for row in rows + alone:
             (result, gflops, stage), ms = _timed(lambda: row.step(frame), model.device)
             if i >= warmup:
@@ -182,7 +178,7 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
                 if stage is not None:
                     row.exits.append(stage)
     stages = len(config.short_sides)
-    summaries = [_summary(row, dense_ms, dense_gflops, truths, stages) for row in rows + alone]
+    summaries = [_summary(row, reference.ms, reference.gflops, reference.truths, stages) for row in rows + alone]
     singles = [{"short_side": side, "tokens": row.tokens} | {key: summary[key] for key in _STAGE_KEYS}
                for side, row, summary in zip(config.short_sides, alone, summaries[len(rows):])]
     return summaries[:len(rows)], singles
