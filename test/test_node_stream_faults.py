@@ -57,30 +57,39 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
 
+def send_burst(node: NodeUnderFault, frames: list, sec: int) -> tuple[list, float, float]:
+    """Publish BURST_FRAMES frames at BURST_HZ stamped `sec` s + i/BURST_HZ; wait for the newest
+    one's detections. Returns the frames sent, when the last was published and its age then."""
+    sent = [image_msg(frames[i % len(frames)], 10 + i) for i in range(BURST_FRAMES)]
+    for i, msg in enumerate(sent):
+        msg.header.stamp.sec, msg.header.stamp.nanosec = sec, int(i * 1e9 / BURST_HZ)
+    for msg in sent:
+        node.publisher.publish(msg)
+        node.peer.executor.spin_once(timeout_sec=1.0 / BURST_HZ)
+    published_at = time.monotonic()
+    node.peer.spin_until(lambda: any(stamp_of(d) == stamp_of(sent[-1]) for d in node.detections),
+                         60.0, "the newest frame's detections", node.process)
+    return sent, published_at, time.monotonic() - published_at
+
+
 def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
-    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens)."""
+    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens). Two
+    bursts: the first brings the allocators (glibc arenas, Fast DDS pools) to their steady state,
+    the second is measured. A queue shows in the newest frame's age, a leak in the RSS."""
     frames = video_frames(8)
     node = NodeUnderFault({"short_side": 800})
     try:
-        for i in range(3):  # warm up, so the memory before the burst is the steady state
+        for i in range(3):
             node.send(image_msg(frames[i], i))
+        send_burst(node, frames, 1010)
         before_mb = rss_mb(node.process.proc.pid)
-        sent = [image_msg(frames[i % len(frames)], 10 + i) for i in range(BURST_FRAMES)]
-        for i, msg in enumerate(sent):
-            msg.header.stamp.sec, msg.header.stamp.nanosec = 1010, int(i * 1e9 / BURST_HZ)
         start = time.monotonic()
-        for msg in sent:
-            node.publisher.publish(msg)
-            node.peer.executor.spin_once(timeout_sec=1.0 / BURST_HZ)
-        published_at = time.monotonic()
-        node.peer.spin_until(lambda: any(stamp_of(d) == stamp_of(sent[-1])
-                                         for d in node.detections), 60.0,
-                             "the newest frame's detections", node.process)
-        age_s = time.monotonic() - published_at
+        sent, published_at, age_s = send_burst(node, frames, 1020)
         after_mb = rss_mb(node.process.proc.pid)
         node.usage_of(sent[-1])
-        burst = [u for u in node.usage if u.header.stamp.sec == 1010]
-        status = node.wait_for_value("frames processed", str(3 + len(burst)))
+        first = [u for u in node.usage if u.header.stamp.sec <= 1010]
+        burst = [u for u in node.usage if u.header.stamp.sec == 1020]
+        status = node.wait_for_value("frames processed", str(len(first) + len(burst)))
         values = node.values()
         warned = [s for a in node.arrays for s in a.status
                   if s.level == DiagnosticStatus.WARN and "frames dropped" in s.message]
@@ -88,11 +97,12 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
         node.close()
     received, dropped = int(values["frames received"]), int(values["frames dropped (newest kept)"])
     latency_s = max(u.latency_ms for u in burst) / 1e3
-    print(f"burst: sent {BURST_FRAMES}, received {received - 3}, processed {len(burst)}, "
-          f"dropped {dropped}, newest answered {age_s:.2f} s after publishing (max latency "
-          f"{latency_s:.2f} s), RSS {before_mb:.0f} -> {after_mb:.0f} MB")
-    assert status is not None and received <= 3 + BURST_FRAMES
-    assert len(burst) + dropped == received - 3  # every received frame processed or dropped
+    print(f"two bursts: sent {2 * BURST_FRAMES}, received {received - 3}, processed "
+          f"{len(first) - 3} + {len(burst)}, dropped {dropped}, newest answered {age_s:.2f} s after "
+          f"publishing (max latency {latency_s:.2f} s), RSS in the second burst {before_mb:.0f} -> "
+          f"{after_mb:.0f} MB")
+    assert status is not None and received <= 3 + 2 * BURST_FRAMES
+    assert len(first) + len(burst) + dropped == received  # every received frame processed or dropped
     # One frame at a time: from the burst's start to the newest answer the worker fits at most
     # window / fastest frame + 1 frames (how many depends on the machine: 4 at load 9, 34 idle).
     window_s = published_at + age_s - start
@@ -103,4 +113,5 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
     assert stamps == sorted(stamps) and stamps[-1] == stamp_of(sent[-1])  # newest, in order
     # No backlog: the newest frame waited for at most the frame in flight, not for a queue.
     assert age_s <= 3 * latency_s + 1.0, (age_s, latency_s, time.monotonic() - start)
-    assert after_mb - before_mb < 50, (before_mb, after_mb)  # 120 queued frames: +110 MB
+    # Flat: 0 MB here; a node that keeps every received message grew by 48 MB in this burst.
+    assert after_mb - before_mb < 25, (before_mb, after_mb)
