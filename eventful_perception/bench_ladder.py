@@ -21,7 +21,7 @@ JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "st
 [{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results":
 [{variant, budget, gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms,
 speedup_mean, map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of
-per-frame ms (motion estimation included) and speedup = their ratio, the same from means (the
+per-frame ms (motion estimation included where a variant uses it) and speedup = their ratio, the same from means (the
 throughput: a ladder's frame times are bimodal, so its median says little about its mean cost),
 mAP50 against the reference's detections (scored as the plain bench scores them), and the
 fraction of frames exiting at each stage (null for the finest-only variants).
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from tqdm import tqdm
 
 from eventful_perception.bench import _SCORE_FLOOR, DenseReference, _timed, machine
 from eventful_perception.eventful.stream import Stream, StreamConfig
-from eventful_perception.granularity import ExitRule, LadderConfig, Plan, plan_frame
+from eventful_perception.granularity import ExitRule, LadderConfig, Plan, camera_motion, plan_frame
 from eventful_perception.models.base import EventfulViT
 from eventful_perception.models.results import Result
 from eventful_perception.motion import GlobalMotion
@@ -100,16 +99,17 @@ def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant
     pending: list[Motion] = [(0.0, 0.0)] * len(sides)  # motion since each stage's last frame
 
     def step(frame: np.ndarray) -> tuple[Result, float, int]:
-        motion = camera(frame)
         if variant == "controller":
-            plan = plan_frame(config, budget, _finest_pixels(frame, motion, sides[-1]))
-        else:
-            plan = Plan(0, (1.0 if variant == "ladder_dense" else budget,) * len(sides), moving=True)
+            plan = plan_frame(config, budget, camera_motion(config, frame, camera, budget))
+            return run_stages(model, frame, streams, sides, plan, rule, None)
+        plan = Plan(0, (1.0 if variant == "ladder_dense" else budget,) * len(sides), moving=True)
+        if variant == "ladder_dense":
+            return run_stages(model, frame, streams, sides, plan, rule, None)
+        motion = camera(frame)
         for k in range(len(sides)):
             pending[k] = None if motion is None or pending[k] is None else (
                 pending[k][0] + motion[0], pending[k][1] + motion[1])
-        return run_stages(model, frame, streams, sides, plan, rule,
-                          pending if variant == "ladder_eventful" else None)
+        return run_stages(model, frame, streams, sides, plan, rule, pending)
     return step
 
 
@@ -127,11 +127,6 @@ def run_stages(model: EventfulViT, frame: np.ndarray, streams: list[Stream], sid
         if rule.exits(stage, rule.confidence(result.detections)):
             break
     return result, gflops, stage
-
-
-def _finest_pixels(frame: np.ndarray, motion: Motion, finest_side: int) -> float | None:
-    """Camera motion in finest-stage pixels, as `Ladder` measures it."""
-    return None if motion is None else math.hypot(*motion) * finest_side / min(frame.shape[:2])
 
 
 def runners(model: EventfulViT, config: LadderConfig, budgets: list[float]) -> list[_Runner]:

@@ -162,7 +162,7 @@ class LadderResult:
     confidences: tuple[float, ...]
     gflops: float  # every stage run on this frame
     gflops_dense: float  # the finest stage, dense, on this frame
-    motion_px: float | None  # camera motion in finest-stage pixels (None: unknown)
+    motion_px: float | None  # camera motion in finest-stage pixels (None: unknown or not needed)
 
 
 def plan_frame(config: LadderConfig, budget: float, motion_px: float | None) -> Plan:
@@ -172,6 +172,19 @@ def plan_frame(config: LadderConfig, budget: float, motion_px: float | None) -> 
     if moving and budget < config.ladder_below:
         return Plan(0, (1.0,) * stages, moving=True)
     return Plan(stages - 1, (1.0,) * (stages - 1) + (budget,), moving=moving)
+
+
+def camera_motion(config: LadderConfig, frame: np.ndarray, estimator: GlobalMotion,
+                  budget: float) -> float | None:
+    """The camera's motion in finest-stage pixels for the controller; not estimated (None) where
+    the plan does not depend on it, at a budget >= `ladder_below` (10-20 ms per frame saved)."""
+    if budget >= config.ladder_below:
+        estimator.observe(frame)
+        return None
+    motion = estimator(frame)
+    if motion is None:
+        return None
+    return math.hypot(*motion) * config.short_sides[-1] / min(frame.shape[:2])
 
 
 class Ladder:
@@ -191,8 +204,7 @@ class Ladder:
                  score_threshold: float | None = None) -> LadderResult:
         threshold = self.model.default_score_threshold if score_threshold is None else score_threshold
         rule = self.config.exit_rule(budget, threshold)
-        motion = state.motion(frame)
-        motion_px = self._finest_pixels(frame, motion)
+        motion_px = camera_motion(self.config, frame, state.motion, budget)
         plan = plan_frame(self.config, budget, motion_px)
         gflops, confidences = 0.0, []
         for stage in range(plan.first_stage, len(self.config.short_sides)):
@@ -215,12 +227,6 @@ class Ladder:
         if stage == len(sides) - 1:
             self._finest_gflops[size] = result.usage.gflops_dense
         return self._finest_gflops.get(size, result.usage.gflops_dense * (sides[-1] / sides[stage]) ** 2)
-
-    def _finest_pixels(self, frame: np.ndarray, motion: tuple[float, float] | None) -> float | None:
-        if motion is None:
-            return None
-        return math.hypot(*motion) * self.config.short_sides[-1] / min(frame.shape[:2])
-
 
 def _above(result: Result, threshold: float) -> Result:
     """`result` with only the detections scoring at least `threshold`."""

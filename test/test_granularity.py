@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from eventful_perception.clips import panning
-from eventful_perception.granularity import (ExitRule, Ladder, LadderConfig, fit_exits, plan_frame)
+from eventful_perception.granularity import (ExitRule, Ladder, LadderConfig, camera_motion, fit_exits,
+                                             plan_frame)
+from eventful_perception.motion import GlobalMotion
 from eventful_perception.fit_exits import realised_cost
 from eventful_perception.models.loading import load_model
 from eventful_perception.models.results import Detections
@@ -141,3 +143,15 @@ def test_a_fit_on_the_whole_population_instead_of_the_frames_that_reach_a_stage_
 def _share_1(thresholds, confidences):
     exits_0 = confidences[:, 0] >= thresholds[0]
     return float(np.mean(~exits_0 & (confidences[:, 1] >= thresholds[1])))
+
+
+def test_the_camera_motion_is_estimated_only_where_the_plan_depends_on_it(vtest_frames):
+    config = LadderConfig(ladder_below=0.3)
+    estimator = GlobalMotion()
+    frame = vtest_frames[0]
+    panned = np.ascontiguousarray(np.roll(frame, 7, axis=1))  # content 7 px to the right
+    assert camera_motion(config, frame, estimator, budget=0.5) is None  # kept, not estimated
+    moved = camera_motion(config, panned, estimator, budget=0.2)
+    finest_px = 7 * config.short_sides[-1] / min(frame.shape[:2])
+    assert moved == pytest.approx(finest_px, abs=0.2)
+    assert camera_motion(config, panned, estimator, budget=0.2) == pytest.approx(0.0, abs=0.2)
