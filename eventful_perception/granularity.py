@@ -88,7 +88,12 @@ class LadderConfig:
         if not sides or list(sides) != sorted(set(sides)):
             raise ValueError(f"short_sides must be increasing, got {self.short_sides!r}")
         object.__setattr__(self, "short_sides", sides)
-        thresholds = {float(b): tuple(t) for b, t in self.exit_thresholds.items()}
+        for name, low, high in (("score_low", 0.0, 1.0), ("still_px", 0.0, math.inf),
+                                ("ladder_below", 0.0, math.inf)):
+            object.__setattr__(self, name, _number(name, getattr(self, name), low, high))
+        thresholds = {_number("budget", b, 0.0, 1.0):
+                      tuple(_number(f"budget {b} threshold", t, -math.inf, math.inf) for t in values)
+                      for b, values in self.exit_thresholds.items()}
         for budget, values in thresholds.items():
             if len(values) != len(sides) - 1:
                 raise ValueError(f"budget {budget}: expected {len(sides) - 1} exit thresholds, got {len(values)}")
@@ -110,6 +115,15 @@ class LadderConfig:
         fitted = sorted(self.exit_thresholds)
         chosen = max((b for b in fitted if b <= budget), default=fitted[0])
         return ExitRule(self.exit_thresholds[chosen], self.score_low, score_threshold)
+
+
+def _number(name: str, value: object, low: float, high: float) -> float:
+    """`value` as a float in [low, high] (infinite thresholds allowed: never exit); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not low <= float(value) <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def load_ladder_config(path: str | Path = "") -> LadderConfig:
         return LadderConfig.from_file(Path(path) if str(path) else config_file(EXIT_THRESHOLDS))
     except KeyError as error:
         raise ValueError(f"exit thresholds file {shown}: no key {error}") from None
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"exit thresholds file {shown}: {error}") from None
 
 

@@ -66,6 +66,17 @@ def test_granularity_adaptive_reads_the_ladder_from_exit_thresholds_file(tmp_pat
     with pytest.raises(ValueError, match="needs score_threshold above the exit thresholds file's "
                                          "score_low 0.2 and below 1, got 0.2"):
         Settings.from_values({**adaptive, "score_threshold": 0.2})  # the exit rule needs a band
+    # Wrong types and values fail as one ValueError naming the file, never a TypeError deeper in.
+    good = {"short_sides": [224, 448], "score_low": 0.2, "exit_thresholds": {"0.4": [0.7]}}
+    for bad, reason in (({"score_low": None}, "score_low must be a number, got None"),
+                        ({"ladder_below": "0.3"}, "ladder_below must be a number, got '0.3'"),
+                        ({"still_px": -1}, r"still_px must be in \[0.0, inf\], got -1"),
+                        ({"exit_thresholds": {"0.4": [None]}}, "budget 0.4 threshold must be a number"),
+                        ({"exit_thresholds": [0.7]}, "'list' object has no attribute 'items'"),
+                        ({"short_sides": [224, None]}, "int\(\) argument must be")):
+        path.write_text(json.dumps({**good, **bad}))
+        with pytest.raises(ValueError, match=f"exit thresholds file {path}: {reason}"):
+            Settings.from_values(adaptive)
 
 
 def test_integers_become_floats_only_for_double_parameters():
