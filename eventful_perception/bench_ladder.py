@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from eventful_perception.bench import _SCORE_FLOOR, DenseReference, _timed, machine
 from eventful_perception.eventful.stream import Stream, StreamConfig
-from eventful_perception.granularity import ExitRule, LadderConfig, Plan, camera_motion, plan_frame
+from eventful_perception.granularity import ExitRule, Ladder, LadderConfig, Plan
 from eventful_perception.models.base import EventfulViT
 from eventful_perception.models.results import Result
 from eventful_perception.motion import GlobalMotion
@@ -88,23 +88,28 @@ def eventful_step(model: EventfulViT, budget: float, alignment: str | None) -> S
 def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant: str) -> Step:
     """`ladder_dense`, `ladder_eventful` or `controller` (module docstring).
 
-    The stage loop is `Ladder.__call__`'s, but keeps the exiting stage's detections down to
-    _SCORE_FLOOR for scoring (`Ladder` returns those above the decision threshold only); the
-    exit decisions are the same, since `ExitRule.confidence` ignores scores below `score_low`.
+    `controller` is the product's `Ladder`, its detections kept down to _SCORE_FLOOR for scoring.
+    The two plans without the controller's law run the same stage loop (`run_stages`) on a fixed
+    plan: every frame from the coarsest stage, dense or eventful at the budget.
     """
+    if variant == "controller":
+        ladder = Ladder(model, config)
+        state = ladder.new_state(StreamConfig())
+
+        def controlled(frame: np.ndarray) -> tuple[Result, float, int]:
+            out = ladder(frame, state, budget, score_floor=_SCORE_FLOOR)
+            return out.result, out.gflops, out.stage
+        return controlled
     sides = config.short_sides
     streams = [Stream(StreamConfig(), f"stage{k}") for k in range(len(sides))]
     rule = config.exit_rule(budget, model.default_score_threshold)
+    plan = Plan(0, (1.0 if variant == "ladder_dense" else budget,) * len(sides), moving=True)
+    if variant == "ladder_dense":
+        return lambda frame: run_stages(model, frame, streams, sides, plan, rule, None)
     camera = GlobalMotion()
     pending: list[Motion] = [(0.0, 0.0)] * len(sides)  # motion since each stage's last frame
 
     def step(frame: np.ndarray) -> tuple[Result, float, int]:
-        if variant == "controller":
-            plan = plan_frame(config, budget, camera_motion(config, frame, camera, budget))
-            return run_stages(model, frame, streams, sides, plan, rule, None)
-        plan = Plan(0, (1.0 if variant == "ladder_dense" else budget,) * len(sides), moving=True)
-        if variant == "ladder_dense":
-            return run_stages(model, frame, streams, sides, plan, rule, None)
         motion = camera(frame)
         for k in range(len(sides)):
             pending[k] = None if motion is None or pending[k] is None else (

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -139,22 +139,26 @@ class Plan:
 @dataclass
 class LadderState:
     """Everything the ladder keeps for one camera: one stream per stage, the motion estimator,
-    and how many frames exited at each stage."""
+    how many frames exited at each stage and which stages ran on the previous frame."""
 
     streams: list[Stream]
     motion: GlobalMotion
     exits: list[int]
+    ran: list[bool]
 
     @classmethod
     def create(cls, config: LadderConfig, stream_config: StreamConfig | None = None) -> LadderState:
-        streams = [Stream(stream_config, f"stage{k}") for k in range(len(config.short_sides))]
-        return cls(streams, GlobalMotion(), [0] * len(config.short_sides))
+        """Fresh state: every stream empty, no frame seen."""
+        stages = len(config.short_sides)
+        streams = [Stream(stream_config, f"stage{k}") for k in range(stages)]
+        return cls(streams, GlobalMotion(), [0] * stages, [False] * stages)
 
     def reset(self) -> None:
         """Start over, as on a new camera (the exit counts are kept)."""
         for stream in self.streams:
             stream.reset()
         self.motion.reset()
+        self.ran = [False] * len(self.streams)
 
     def memory_bytes(self) -> int:
         """Bytes held by every stage's stream."""
@@ -215,22 +219,31 @@ class Ladder:
         return LadderState.create(self.config, stream_config)
 
     def __call__(self, frame: np.ndarray, state: LadderState, budget: float,
-                 score_threshold: float | None = None) -> LadderResult:
+                 score_threshold: float | None = None, score_floor: float | None = None) -> LadderResult:
+        """The next frame of the camera whose `state` this is. The exit rule decides at
+        `score_threshold` (the model's default when None); the returned detections score at
+        least `score_floor` (default: that threshold; lower keeps a whole PR curve for scoring,
+        without changing any exit, since the rule ignores scores below its `score_low`)."""
         threshold = self.model.default_score_threshold if score_threshold is None else score_threshold
+        floor = threshold if score_floor is None else score_floor
         rule = self.config.exit_rule(budget, threshold)
         motion_px = camera_motion(self.config, frame, state.motion, budget)
         plan = plan_frame(self.config, budget, motion_px)
         gflops, confidences = 0.0, []
         for stage in range(plan.first_stage, len(self.config.short_sides)):
-            result = self.model(frame, state.streams[stage], budget=plan.update_fractions[stage],
-                                score_threshold=min(rule.score_low, threshold),
+            # A stage that skipped the previous frame holds an older view (after a run of early
+            # exits, many frames old): a partial update would keep ghosts of it, so it updates all.
+            fraction = plan.update_fractions[stage] if state.ran[stage] else 1.0
+            result = self.model(frame, state.streams[stage], budget=fraction,
+                                score_threshold=min(rule.score_low, floor),
                                 short_side=self.config.short_sides[stage])
             gflops += result.usage.gflops
             confidences.append(rule.confidence(result.detections))
             if rule.exits(stage, confidences[-1]):
                 break
         state.exits[stage] += 1
-        return LadderResult(_above(result, threshold), stage, plan, tuple(confidences), gflops,
+        state.ran = [plan.first_stage <= k <= stage for k in range(len(state.ran))]
+        return LadderResult(_above(result, floor), stage, plan, tuple(confidences), gflops,
                             self._finest_dense(frame, stage, result), motion_px)
 
     def _finest_dense(self, frame: np.ndarray, stage: int, result: Result) -> float:
@@ -242,6 +255,7 @@ class Ladder:
             self._finest_gflops[size] = result.usage.gflops_dense
         return self._finest_gflops.get(size, result.usage.gflops_dense * (sides[-1] / sides[stage]) ** 2)
 
+
 def _above(result: Result, threshold: float) -> Result:
     """`result` with only the detections scoring at least `threshold`."""
     d = result.detections
@@ -249,8 +263,7 @@ def _above(result: Result, threshold: float) -> Result:
         return result
     keep = d.scores >= threshold
     kept = Detections(d.boxes[keep], d.scores[keep], [label for label, k in zip(d.labels, keep) if k])
-    return Result(result.features, result.usage, kept, result.grid, result.input_size,
-                  result.frame_index, result.full_update)
+    return replace(result, detections=kept)
 
 
 def fit_exits(confidences: np.ndarray, stage_costs: Sequence[float], budgets: Sequence[float]

@@ -38,22 +38,25 @@ def test_each_stage_alone_at_budget_1_equals_the_dense_model_at_its_scale(model,
 
 def test_a_stage_skipped_for_some_frames_equals_a_stream_that_only_saw_its_frames(model, vtest_frames):
     """Stage states are independent: the finest stage of a ladder whose moving frames stopped at
-    the coarse stage holds exactly what a lone stream fed the finest stage's frames holds."""
+    the coarse stage holds exactly what a lone stream fed the finest stage's frames holds; its
+    first frame after skipped ones is a full update (no ghosts of the older view)."""
     config = LadderConfig(exit_thresholds={0.5: (0.0, 0.0)}, ladder_below=1.0)  # moving: exit at 0
     ladder = Ladder(model, config)
     state = ladder.new_state()
     frames = vtest_frames[:2] + list(panning(vtest_frames[2:5], 700, 6)) + vtest_frames[5:7]
-    stages = [ladder(frame, state, budget=0.5).stage for frame in frames]
+    results = [ladder(frame, state, budget=0.5) for frame in frames]
+    stages = [r.stage for r in results]
     # frame 0: motion unknown -> ladder -> exits at 0; 1: static -> finest; 2: the pan starts
     # (a jump) -> 0; 3-4: panning -> 0; 5: jump back -> 0; 6: static -> finest
     assert stages == [0, 2, 0, 0, 0, 0, 2], stages
     lone = model.new_stream()
-    for i in (1, 6):
-        expected = model(frames[i], lone, budget=0.5, score_threshold=0.1)
-    final = ladder(frames[6], state, budget=0.5)
-    assert final.stage == 2
-    assert not torch.equal(final.result.features, expected.features)  # a third finest frame
-    lone_again = model(frames[6], lone, budget=0.5)
+    model(frames[1], lone, budget=0.5)
+    expected = model(frames[6], lone, budget=1.0)  # frames 2-5 skipped: all tokens updated
+    assert results[6].result.usage.tokens_updated == results[6].result.usage.tokens_total
+    assert torch.equal(results[6].result.features, expected.features)
+    final = ladder(vtest_frames[7], state, budget=0.5)  # ran last frame: a partial update again
+    assert final.stage == 2 and final.result.usage.tokens_updated < final.result.usage.tokens_total
+    lone_again = model(vtest_frames[7], lone, budget=0.5)
     assert torch.equal(final.result.features, lone_again.features)
     assert state.exits == [5, 0, 3] and state.exit_rates()[0] == pytest.approx(5 / 8)
 
