@@ -10,9 +10,10 @@ in one process, after `--warmup` frames. Variants (`VARIANTS`):
 - `ladder_dense`: the ladder without reuse, every frame from the coarsest stage, every stage
   dense, exits fitted for the budget (the controller's moving-camera plan);
 - `ladder_eventful`: the same plan and exits, every stage eventful at update fraction = budget
-  with motion-compensated gating (pixel alignment; each stage's motion summed over the frames
-  since that stage last ran);
-- `controller`: the controller's law (`plan_frame`: static -> finest gated, moving -> ladder).
+  with motion-compensated gating (the default patch alignment; each stage's motion summed over
+  the frames since that stage last ran);
+- `controller`: the product's `Ladder` (`plan_frame`'s law: below `ladder_below` a moving
+  camera runs the ladder, otherwise the finest stage gated).
 
 Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
 Each coarser stage alone (dense, no exits) is measured too: the granularity knob alone.
@@ -21,8 +22,9 @@ JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "st
 [{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results":
 [{variant, budget, gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms,
 speedup_mean, map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of
-per-frame ms (motion estimation included where a variant uses it) and speedup = their ratio, the same from means (the
-throughput: a ladder's frame times are bimodal, so its median says little about its mean cost),
+per-frame ms (motion estimation included where a variant uses it) and speedup = their ratio,
+the same from means (the throughput: a ladder's frame times are bimodal, so its median says
+little about its mean cost),
 mAP50 against the reference's detections (scored as the plain bench scores them), and the
 fraction of frames exiting at each stage (null for the finest-only variants).
 """
@@ -38,12 +40,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from eventful_perception.assets import config_file
 from eventful_perception.bench import _SCORE_FLOOR, DenseReference, _timed, machine
 from eventful_perception.eventful.stream import Stream, StreamConfig
 from eventful_perception.granularity import ExitRule, Ladder, LadderConfig, Plan
 from eventful_perception.models.base import EventfulViT
 from eventful_perception.models.results import Result
 from eventful_perception.motion import GlobalMotion
+from eventful_perception.stages import EXIT_THRESHOLDS
 from eventful_perception.training.metrics import mean_average_precision
 
 VARIANTS = ("eventful", "eventful_motion_pixel", "eventful_motion_patch", "ladder_dense",
@@ -51,7 +55,6 @@ VARIANTS = ("eventful", "eventful_motion_pixel", "eventful_motion_patch", "ladde
 _ALIGNMENTS = {"eventful": None, "eventful_motion_pixel": "pixel", "eventful_motion_patch": "patch"}
 NOT_BUILT = ("feature and relation reuse (issue 11, item 4) are not built: every ladder stage "
              "starts from its own input, nothing is passed from a coarser stage")
-DEFAULT_EXIT_THRESHOLDS = Path(__file__).resolve().parents[1] / "config" / "exit_thresholds.json"
 
 Motion = tuple[float, float] | None
 # One variant's per-frame step: frame -> (result scored down to _SCORE_FLOOR, GFLOPs, exit stage)
@@ -253,8 +256,8 @@ def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> Non
 
 def read_config(path: str | None) -> tuple[LadderConfig, dict]:
     """The ladder config and the raw JSON of an `--exit-thresholds` file (ValueError if unusable)."""
-    path = Path(path) if path else DEFAULT_EXIT_THRESHOLDS
     try:
+        path = Path(path) if path else config_file(EXIT_THRESHOLDS)
         return LadderConfig.from_file(path), json.loads(path.read_text()) | {"file": path.name}
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"--exit-thresholds {path}: {type(error).__name__}: {error}") from None

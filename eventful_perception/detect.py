@@ -182,8 +182,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "auto" (default: %(default)s)')
     parser.add_argument("--granularity", choices=GRANULARITIES, default="fixed",
                         help="fixed: every frame at the model's scale; adaptive: the granularity "
-                             "ladder, coarse stage first while the camera moves (default: "
-                             "%(default)s)")
+                             "ladder, coarse stage first while the camera moves at a budget below "
+                             "the thresholds file's ladder_below (default: %(default)s)")
     parser.add_argument("--exit-thresholds", metavar="FILE",
                         help="with --granularity adaptive: the ladder's stages and exit "
                              "thresholds (`fit-exits` JSON; default: the shipped "

@@ -53,6 +53,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
     try:
         budgets = [float(b) for b in args.budgets.split(",")]
+        if not all(0.0 < b <= 1.0 for b in budgets):
+            raise ValueError(f"--budgets must be in (0, 1], got {args.budgets}")
+        if args.frames < 1 or not 0.0 <= args.score_low < 0.5:
+            raise ValueError("need --frames >= 1 and 0 <= --score-low < 0.5 (the score threshold)")
         sides = tuple(int(s) for s in args.short_sides.split(","))
         LadderConfig(short_sides=sides)
         frames = read_frames(resolve_video(args.video), args.start, args.frames, None, args.pan)
@@ -89,9 +93,10 @@ def add_parser(subparsers) -> None:
         "fit-exits", help="fit the granularity ladder's exit thresholds to compute budgets (JSON)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("video", help="calibration video file, or a set-up video name such as vtest.avi")
-    parser.add_argument("--budgets", default="0.3,0.4,0.5,0.6,0.8",
-                        help="comma-separated budgets: mean cost as a fraction of the finest "
-                             "stage's dense GFLOPs (default: %(default)s)")
+    parser.add_argument("--budgets", default="0.2,0.25,0.3,0.4,0.5,0.6,0.8",
+                        help="comma-separated budgets in (0, 1]: mean cost as a fraction of the "
+                             "finest stage's dense GFLOPs; the controller uses those below "
+                             "ladder_below, bench --ladder all of them (default: %(default)s)")
     parser.add_argument("--short-sides", default=",".join(map(str, DEFAULT_SHORT_SIDES)),
                         help="the stages' input short sides, increasing (default: %(default)s)")
     parser.add_argument("--score-low", type=float, default=LadderConfig.score_low,
@@ -100,7 +105,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--start", type=int, default=0, help="first frame (default: %(default)s)")
     parser.add_argument("--pan", type=int, default=3,
                         help="moving camera: a 3/4-width window slides PX pixels per frame; the "
-                             "ladder runs when the camera moves (default: %(default)s)")
+                             "ladder runs when the camera moves at a budget below ladder_below (default: %(default)s)")
     parser.add_argument("--model", default="default", help="(default: %(default)s)")
     parser.add_argument("--out", required=True, help="JSON to write, e.g. config/exit_thresholds.json")
     parser.set_defaults(func=run_fit)

@@ -2,8 +2,9 @@
 controller that sets both knobs per frame.
 
 A ladder of stages runs the same backbone and head at growing input scales (short side 224 ->
-336 -> 448: 337 -> 713 -> 1377 tokens), each stage with its own Eventful stream. A frame stops
-at the first stage whose exit rule is satisfied. The controller's law, per frame:
+336 -> 448: 337 -> 769 -> 1377 tokens for 4:3 frames), each stage with its own Eventful stream
+(a stage that skipped the previous frame updates all its tokens). A frame stops at the first
+stage whose exit rule is satisfied. The controller's law, per frame:
 
 - it measures the camera's motion (`GlobalMotion`, in pixels of the finest stage);
 - static camera (motion <= `still_px`), or any camera at a budget >= `ladder_below`: the

@@ -2,8 +2,9 @@
 `eventful-perception detect`.
 
 fixed: every frame goes through one Eventful stream at the model's own scale (one stage).
-adaptive: every frame goes through the granularity ladder (`granularity.Ladder`): the coarsest
-stage first while the camera moves, the finest stage gated while it is still.
+adaptive: every frame goes through the granularity ladder (`granularity.Ladder`): at budgets
+below its `ladder_below`, the coarsest stage first while the camera moves; otherwise, and while
+it is still, the finest stage gated.
 """
 from __future__ import annotations
 

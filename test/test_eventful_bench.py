@@ -10,6 +10,7 @@ import torch
 from eventful_perception import bench, cli
 from eventful_perception.assets import video_path
 from eventful_perception.detect import read_video
+from eventful_perception.granularity import LadderConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -156,7 +157,6 @@ def test_ladder_gflops_are_every_stage_run(ladder_dir, threshold, stage):
     """Exit always at the first stage, or never early: the row's GFLOPs are those of the stages
     run, counted here by dense runs at each stage's scale (counting only the exiting stage fails)."""
     from eventful_perception import bench_ladder, load_model
-    from eventful_perception.granularity import LadderConfig
 
     model = load_model(ladder_dir)
     frames = bench.read_frames(video_path("vtest.avi"), 0, 3, None, 3)
@@ -200,3 +200,18 @@ def test_ladder_bad_exit_thresholds_exit_with_2(tmp_path, capsys):
     assert "--exit-thresholds" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
     argv = ["bench", "vtest.avi", "--ladder", "--dtype", "bfloat16", "--json", str(tmp_path / "x.json")]
     assert cli.main(argv) == 2
+
+
+def test_fit_exits_writes_a_file_the_ladder_loads_and_rejects_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "exits.json"
+    argv = ["fit-exits", "vtest.avi", "--frames", "3", "--short-sides", "224,448",
+            "--budgets", "0.5,1.0", "--out", str(out)]
+    assert cli.main(argv) == 0
+    config = LadderConfig.from_file(out)
+    assert config.short_sides == (224, 448) and sorted(config.exit_thresholds) == [0.5, 1.0]
+    # A larger budget lets more frames go on to the finest stage: a stricter exit threshold.
+    assert config.exit_thresholds[0.5][0] <= config.exit_thresholds[1.0][0]
+    assert "frames 0-2, pan 3 px/frame" in json.loads(out.read_text())["footage"]
+    for bad in (["--budgets", "0"], ["--frames", "0"], ["--score-low", "0.5"], ["--short-sides", "448,224"]):
+        assert cli.main([*argv, *bad]) == 2
+        assert "fit-exits: error:" in capsys.readouterr().err
