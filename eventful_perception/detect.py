@@ -124,7 +124,10 @@ def _checked(args: argparse.Namespace) -> tuple[Path, LadderConfig | None]:
     video = assets.resolve_video(args.video)
     if args.granularity == "fixed":
         return video, None
-    return video, load_ladder_config(args.exit_thresholds or "")
+    from eventful_perception.models.base import EventfulViT
+
+    threshold = EventfulViT.default_score_threshold if args.score_threshold is None else args.score_threshold
+    return video, load_ladder_config(args.exit_thresholds or "", threshold)
 
 
 def _detect_frames(model: EventfulViT, video: Path, ladder: LadderConfig | None,

@@ -26,16 +26,21 @@ GRANULARITIES = ("fixed", "adaptive")
 EXIT_THRESHOLDS = "exit_thresholds.json"  # shipped in config/, written by `fit-exits`
 
 
-def load_ladder_config(path: str | Path = "") -> LadderConfig:
+def load_ladder_config(path: str | Path = "", score_threshold: float = 0.5) -> LadderConfig:
     """The ladder's stages and exit thresholds from a `fit-exits` JSON file ('' = the shipped
-    config/exit_thresholds.json); ValueError naming the file when it cannot be used."""
+    config/exit_thresholds.json) for detections at `score_threshold`, which the exit rule needs
+    between the file's score_low and 1; ValueError naming the file when it cannot be used."""
     shown = str(path) or f"config/{EXIT_THRESHOLDS}"
     try:
-        return LadderConfig.from_file(Path(path) if str(path) else config_file(EXIT_THRESHOLDS))
+        ladder = LadderConfig.from_file(Path(path) if str(path) else config_file(EXIT_THRESHOLDS))
     except KeyError as error:
         raise ValueError(f"exit thresholds file {shown}: no key {error}") from None
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"exit thresholds file {shown}: {error}") from None
+    if not ladder.score_low < score_threshold < 1.0:
+        raise ValueError(f"granularity adaptive needs score_threshold above the exit thresholds "
+                         f"file's score_low {ladder.score_low} and below 1, got {score_threshold}")
+    return ladder
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def test_detect_adaptive_granularity_shows_the_stage_per_frame(tmp_path, tiny_yo
                                   ["no_such_video.mp4"],
                                   ["vtest.avi", "--exit-thresholds", "exits.json"],
                                   ["vtest.avi", "--granularity", "adaptive", "--exit-thresholds",
-                                   "/no/such/exits.json"]])
+                                   "/no/such/exits.json"],
+                                  ["vtest.avi", "--granularity", "adaptive", "--score-threshold", "0.05"]])
 def test_detect_rejects_bad_arguments(argv, capsys):
     assert cli.main(["detect", *argv]) == 2
     assert "error" in capsys.readouterr().err

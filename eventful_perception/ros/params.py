@@ -184,16 +184,10 @@ def _granularity_problem(values: Mapping[str, Any]) -> str | None:
 
 
 def _ladder(values: Mapping[str, Any]) -> LadderConfig | None:
-    """The granularity ladder's config (None with granularity fixed), whose exit rule needs
-    score_low < score_threshold < 1."""
+    """The granularity ladder's config (None with granularity fixed)."""
     if values["granularity"] != "adaptive":
         return None
-    ladder = load_ladder_config(values["exit_thresholds_file"])
-    if not ladder.score_low < values["score_threshold"] < 1.0:
-        raise ValueError(f"granularity adaptive needs score_threshold above the exit thresholds "
-                         f"file's score_low {ladder.score_low} and below 1, got "
-                         f"{values['score_threshold']}")
-    return ladder
+    return load_ladder_config(values["exit_thresholds_file"], values["score_threshold"])
 
 
 def _camera_problem(cameras: Iterable[str]) -> str | None:
