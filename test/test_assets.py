@@ -141,3 +141,14 @@ def test_backbone_equals_onnxruntime_on_real_frame(backbone, onnx_model, vtest_f
     assert np.abs(features - reference[0]).max() <= 1e-4
 
 
+
+
+def test_the_model_cards_tables_are_the_committed_metrics():
+    """The card's numbers come from `python -m eventful_perception.training evaluate`."""
+    from eventful_perception.training.evaluate import markdown_tables
+
+    folder = assets.default_head_dir()
+    card = (folder / "MODEL_CARD.md").read_text().splitlines()
+    tables = markdown_tables(json.loads((folder / "metrics.json").read_text()))
+    missing = [line for line in tables.splitlines() if line.startswith("|") and line not in card]
+    assert not missing, missing
