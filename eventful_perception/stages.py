@@ -47,8 +47,8 @@ def load_ladder_config(path: str | Path = "", score_threshold: float = 0.5) -> L
 class StagedResult:
     """A frame's result and the stage it exited at.
 
-    `result.detections` and the tokens of `result.usage` are the exiting stage's; `usage.gflops`
-    counts every stage run on the frame and `usage.gflops_dense` is the finest stage's dense
+    `result.detections`, the tokens and `latency_ms` of `result.usage` are the exiting stage's;
+    `usage.gflops` counts every stage run on the frame and `usage.gflops_dense` is the finest stage's dense
     pass (fixed: the one stage's own numbers).
     """
 

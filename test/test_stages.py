@@ -57,7 +57,9 @@ def test_adaptive_is_the_ladder_with_its_costs_over_every_stage(model, clip):
 def test_reset_forgets_the_motion_and_every_stage_but_keeps_the_exit_counts(model, clip):
     staged = StagedStream(model, StreamConfig(), LADDER)
     before = [staged(frame, 0.5).stage for frame in clip[:3]]
+    assert staged.memory_bytes() > 0
     staged.reset()
+    assert staged.memory_bytes() == 0  # every stage's stream, not only the motion, starts over
     after = staged(clip[2], 0.5)
     assert before == [0, 2, 2] and after.stage == 0  # no motion known after a reset
     assert after.result.usage.tokens_updated == after.result.usage.tokens_total

@@ -1,7 +1,7 @@
 """The node's parameters: one table with descriptors, and validation of a whole candidate set.
 
 Dynamic parameters are validated when set and applied at the next frame; read-only ones
-(model, device, cameras, transport, managed) need a restart. Integers are accepted for double
+(model, device, short_side, threads, cameras, transport, managed) need a restart. Integers are accepted for double
 parameters (see `as_declared_type`).
 """
 from __future__ import annotations
