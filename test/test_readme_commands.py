@@ -113,6 +113,17 @@ def test_moving_camera_snippet_as_typed(tmp_path):
     assert "OK" in out and out.split("OK")[1].split() == ["2", "3", "3", "1377"], out
 
 
+def test_tracking_snippet_as_typed(tmp_path):
+    """The tracking snippet continues the library snippet (its `model` and `stream`)."""
+    (library,) = [b for b in readme_blocks("python") if "load_model(\"default\")" in b]
+    (tracking,) = [b for b in readme_blocks("python") if "StreamTracker(" in b]
+    check = ("\ntracked = [i for i in ids if i]  # '' = a new track, not confirmed yet\n"
+             "print('OK', len(ids) == len(r.detections.boxes), len(tracked) > 0, "
+             "len(set(tracked)) == len(tracked))\n")
+    out = run_snippet(library + tracking + check, tmp_path)
+    assert "OK True True True" in out, out
+
+
 def run_snippet(code: str, folder: Path) -> str:
     """Run README Python with its only free name, `frames`, bound to three real frames."""
     prelude = ("import cv2\nfrom eventful_perception.assets import video_path\n"
