@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from eventful_perception.clips import panning
+from eventful_perception.eventful.policy import TopR
 from eventful_perception.eventful.state import PatchGrid
 from eventful_perception.eventful.stream import StreamConfig
 from eventful_perception.models.base import translate
@@ -116,3 +117,18 @@ def test_boxes_of_a_translated_frame_come_back_to_frame_pixels(single_thread, vt
     wrong = overlap()
     print(f"mean best IoU: {right:.3f}, boxes moved the wrong way {wrong:.3f}")
     assert right >= 0.62 and right >= wrong + 0.1
+
+
+def test_every_cell_a_shift_vacates_is_recomputed_even_beyond_the_budget(single_thread, vtest_frames):
+    """A 5-column pan vacates 5 x 32 cells; TopR(8) alone would leave most of them with no
+    reference and their buffers holding wrapped-around values."""
+    model = load_model("default")
+    stream = model.new_stream()
+    model(vtest_frames[0], stream)
+    patch_px = vtest_frames[0].shape[0] / 32  # 576 px over 32 rows of patches
+    result = model(vtest_frames[1], stream, policy=TopR(8), motion=(5 * patch_px, 0.0))
+    gates = [g for s in stream.blocks(len(model.blocks)) for g in (s.qkv_gate, s.proj_gate, s.mlp_gate)]
+    assert all(torch.isfinite(g.reference).all() and not g.vacated for g in gates)
+    assert result.usage.tokens_per_block[0] >= 5 * 32 + 1  # the vacated cells and the class token
+    follow = model(vtest_frames[2], stream, policy=TopR(8))  # an ordinary frame: the budget again
+    assert follow.usage.tokens_per_block[0] == 8 + 1

@@ -68,6 +68,8 @@ class TokenGate:
             return None, x
         errors = torch.linalg.vector_norm(x - reference, dim=-1)  # (B, N)
         picks = policy(errors[:, layout.gated])  # (B, M') into layout.gated
+        if state.vacated:  # checked only after a shift: no host sync on ordinary frames
+            picks, state.vacated = _with_vacated(picks, errors[:, layout.gated]), False
         if picks.shape[1] >= layout.gated.numel() and _covers_all(picks, layout.gated.numel()):
             reference.copy_(x)
             return None, x
@@ -76,6 +78,16 @@ class TokenGate:
         rows = gather_rows(x, index)  # (B, M, D)
         scatter_rows_(reference, index, rows)
         return index, rows
+
+
+def _with_vacated(picks: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
+    """`picks` (B, M) plus every token whose error is infinite (a cell a shift vacated), even
+    beyond the budget. Rows are padded to the longest by repeating their first pick (a repeated
+    index rewrites the same value)."""
+    selected = torch.zeros_like(errors, dtype=torch.bool).scatter_(1, picks, True) | errors.isinf()
+    rows = [row.nonzero()[:, 0] for row in selected]
+    width = max(len(r) for r in rows)
+    return torch.stack([torch.cat([r, r[:1].expand(width - len(r))]) for r in rows])
 
 
 def _covers_all(picks: torch.Tensor, n: int) -> bool:

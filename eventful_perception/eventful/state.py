@@ -5,7 +5,7 @@ allocated once, on the first frame after a reset; later frames write into it in 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Iterator
 
 import torch
@@ -13,9 +13,11 @@ import torch
 
 @dataclass
 class GateState:
-    """A gate's reference: each token's input when it was last selected."""
+    """A gate's reference: each token's input when it was last selected; `vacated`: a shift left
+    cells with no reference (infinite), which the next frame must recompute whatever the budget."""
 
     reference: torch.Tensor | None = None  # (B, N, D)
+    vacated: bool = False
 
 
 @dataclass
@@ -71,6 +73,7 @@ class BlockState:
         for gate in (self.qkv_gate, self.proj_gate, self.mlp_gate):
             if gate.reference is not None:
                 patches.shift_(gate.reference, rows, cols, fill=float("inf"))
+                gate.vacated = True
         for tensor in (self.attention.qkv, self.attention.rows, self.proj.values, self.mlp.values):
             if tensor is not None:
                 patches.shift_(tensor, rows, cols)
@@ -101,7 +104,7 @@ def _tensors(obj: object, prefix: str) -> Iterator[tuple[str, torch.Tensor]]:
         value = getattr(obj, f.name)
         if isinstance(value, torch.Tensor):
             yield prefix + f.name, value
-        elif value is not None:
+        elif is_dataclass(value):
             yield from _tensors(value, f"{prefix}{f.name}.")
 
 
