@@ -126,7 +126,8 @@ def _checked(args: argparse.Namespace) -> tuple[Path, LadderConfig | None]:
         return video, None
     from eventful_perception.models.base import EventfulViT
 
-    threshold = EventfulViT.default_score_threshold if args.score_threshold is None else args.score_threshold
+    threshold = (EventfulViT.default_score_threshold if args.score_threshold is None
+                 else args.score_threshold)
     return video, load_ladder_config(args.exit_thresholds or "", threshold)
 
 

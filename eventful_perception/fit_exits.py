@@ -55,8 +55,9 @@ def run_fit(args: argparse.Namespace) -> int:
         budgets = [float(b) for b in args.budgets.split(",")]
         if not all(0.0 < b <= 1.0 for b in budgets):
             raise ValueError(f"--budgets must be in (0, 1], got {args.budgets}")
-        if args.frames < 1 or not 0.0 <= args.score_low < 0.5:
-            raise ValueError("need --frames >= 1 and 0 <= --score-low < 0.5 (the score threshold)")
+        if args.frames < 1:
+            raise ValueError(f"--frames must be >= 1, got {args.frames}")
+        ExitRule((), args.score_low)  # its own check: 0 <= score_low < the score threshold
         sides = tuple(int(s) for s in args.short_sides.split(","))
         LadderConfig(short_sides=sides)
         frames = read_frames(resolve_video(args.video), args.start, args.frames, None, args.pan)
@@ -105,7 +106,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--start", type=int, default=0, help="first frame (default: %(default)s)")
     parser.add_argument("--pan", type=int, default=3,
                         help="moving camera: a 3/4-width window slides PX pixels per frame; the "
-                             "ladder runs when the camera moves at a budget below ladder_below (default: %(default)s)")
+                             "ladder runs when the camera moves at a budget below ladder_below "
+                             "(default: %(default)s)")
     parser.add_argument("--model", default="default", help="(default: %(default)s)")
     parser.add_argument("--out", required=True, help="JSON to write, e.g. config/exit_thresholds.json")
     parser.set_defaults(func=run_fit)

@@ -119,7 +119,7 @@ class LadderConfig:
 
 
 def _number(name: str, value: object, low: float, high: float) -> float:
-    """`value` as a float in [low, high] (infinite thresholds allowed: never exit); else ValueError."""
+    """`value` as a float in [low, high] (infinite thresholds: never exit); else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if not low <= float(value) <= high:
@@ -220,7 +220,8 @@ class Ladder:
         return LadderState.create(self.config, stream_config)
 
     def __call__(self, frame: np.ndarray, state: LadderState, budget: float,
-                 score_threshold: float | None = None, score_floor: float | None = None) -> LadderResult:
+                 score_threshold: float | None = None,
+                 score_floor: float | None = None) -> LadderResult:
         """The next frame of the camera whose `state` this is. The exit rule decides at
         `score_threshold` (the model's default when None); the returned detections score at
         least `score_floor` (default: that threshold; lower keeps a whole PR curve for scoring,

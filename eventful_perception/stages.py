@@ -48,8 +48,8 @@ class StagedResult:
     """A frame's result and the stage it exited at.
 
     `result.detections`, the tokens and `latency_ms` of `result.usage` are the exiting stage's;
-    `usage.gflops` counts every stage run on the frame and `usage.gflops_dense` is the finest stage's dense
-    pass (fixed: the one stage's own numbers).
+    `usage.gflops` counts every stage run on the frame and `usage.gflops_dense` is the finest
+    stage's dense pass (fixed: the one stage's own numbers).
     """
 
     result: Result

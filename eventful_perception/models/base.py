@@ -193,8 +193,8 @@ class EventfulViT(nn.Module):
         `motion` (dx, dy): how far the image content moved since the stream's previous frame,
         in frame pixels (camera motion, e.g. from `GlobalMotion`); the stream's state then
         follows the content by whole patches (with `motion_alignment` "pixel" the frame is also
-        translated by the remainder), so content that only moved is not recomputed. `short_side` overrides the model's input
-        scale (use one stream per scale).
+        translated by the remainder), so content that only moved is not recomputed.
+        `short_side` overrides the model's input scale (use one stream per scale).
         """
         start = time.perf_counter()
         policy = resolve_policy(budget, policy, threshold)

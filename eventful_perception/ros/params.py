@@ -1,8 +1,8 @@
 """The node's parameters: one table with descriptors, and validation of a whole candidate set.
 
 Dynamic parameters are validated when set and applied at the next frame; read-only ones
-(model, device, short_side, threads, cameras, transport, managed) need a restart. Integers are accepted for double
-parameters (see `as_declared_type`).
+(model, device, short_side, threads, cameras, transport, managed) need a restart. Integers are
+accepted for double parameters (see `as_declared_type`).
 """
 from __future__ import annotations
 
@@ -73,9 +73,9 @@ TABLE: tuple[Spec, ...] = (
          "high CPU load and above target_latency_ms", choices=MODES),
     Spec("granularity", "fixed", "fixed: every frame at short_side through one Eventful stream; "
          "adaptive: the granularity ladder (stages and exit thresholds from "
-         "exit_thresholds_file): below the file's ladder_below budget (0.3 shipped), coarsest stage "
-         "first, dense, while the camera moves; otherwise, and while it is still, the finest stage "
-         "at the effective budget. A change starts the camera's state over",
+         "exit_thresholds_file): below the file's ladder_below budget (0.3 shipped), "
+         "coarsest stage first, dense, while the camera moves; otherwise, and while it is "
+         "still, the finest stage at the effective budget. A change starts the camera's state over",
          choices=GRANULARITIES),
     Spec("exit_thresholds_file", "", "granularity adaptive: JSON of the ladder's stages and exit "
          "thresholds (`eventful-perception fit-exits`); '' = the package's "

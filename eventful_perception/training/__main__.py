@@ -130,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eventful_perception.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", nargs="?", default="all", choices=("labels", "features", "train", "evaluate", "all"),
-                        help="pipeline step: labels, features and train run the steps before them too "
-                             "(reusing their cache); evaluate scores the head already in --out; default: all")
+                        help="pipeline step: labels, features and train run the steps before "
+                             "them too (reusing their cache); evaluate scores the head already in "
+                             "--out; default: all")
     parser.add_argument("--out", default=str(assets.default_head_dir()),
                         help="folder for the head weights and metrics.json (default: the committed one)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
