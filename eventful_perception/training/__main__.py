@@ -55,7 +55,7 @@ def step_labels(args: argparse.Namespace) -> dict[str, dict[int, FrameLabels]]:
 def _label_source(teacher, source: str, config: LabelConfig) -> dict[int, FrameLabels]:
     span = {span.name: span for span in footage.TRAIN_VIDEOS}[source]
     frames = dict(footage.video_frames(source, span.frames(footage.frame_count(source))))
-    labels = label_video(teacher, frames, span.step, config)
+    labels = label_video(teacher, frames, span.step, config, footage.static_background(span, frames))
     if span.whole_persons:
         return labels
     return {i: FrameLabels(np.zeros((0, 4), np.float32), np.concatenate([l.boxes, l.ignore])) for i, l in labels.items()}

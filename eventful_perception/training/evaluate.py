@@ -32,7 +32,8 @@ SCALES = (224, 336, 448)
 BUDGETS = (0.5, 0.25, 0.1)
 EVAL_SCORE_THRESHOLD = 0.05  # low, so AP sees the whole precision-recall curve
 TALL = 100.0  # px, in vtest's 576-px-high frames
-TEACHER_SPANS = (footage.VideoSpan("vtest.avi", footage.VTEST_HELDOUT_START, None, 6, sample_every=2),
+TEACHER_SPANS = (footage.VideoSpan("vtest.avi", footage.VTEST_HELDOUT_START, None, 6, sample_every=2,
+                                   static_camera=True),
                  footage.VideoSpan("carphone_pristine.mp4", 0, None, 10))
 EMPTY_SPANS = (footage.VideoSpan("bikes.mp4", 50, 76, 10), footage.VideoSpan("bikes.mp4", 140, 186, 10),
                footage.VideoSpan("bikes.mp4", 220, 250, 10))
@@ -83,7 +84,8 @@ def teacher_labels(span: footage.VideoSpan) -> dict[int, FrameLabels]:
         from eventful_perception.training.teacher import Teacher
 
         frames = dict(footage.video_frames(span.name, span.frames(footage.frame_count(span.name))))
-        labels = label_video(Teacher(assets.ensure_teacher()), frames, span.step, config)
+        labels = label_video(Teacher(assets.ensure_teacher()), frames, span.step, config,
+                             footage.static_background(span, frames))
         save_labels(labels, path, span.name, config)
     return {f: labels[f] for f in sorted(labels)[::span.sample_every]}
 

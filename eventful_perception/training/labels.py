@@ -8,6 +8,8 @@
 3. In videos, a box must be confirmed by a teacher box of similar size and place in a
    neighbouring sampled frame (any box >= `ignore_threshold` counts); a box seen in one frame
    only becomes an ignore region.
+4. On a static camera (given its empty scene), `person` boxes shrink to the pixels that differ
+   from it (`background.py`): the teacher's boxes are about 1.6x as wide as the person.
 The thresholds were calibrated against the hand-labelled frames in `hand_labels.json`. Stills
 are not teacher-labelled: on them it calls a cat, fruit and a baboon persons at 0.55-0.63 (no
 neighbouring frame can veto), so they carry hand labels (`still_labels`).
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from eventful_perception.training.background import tighten_boxes
 from eventful_perception.training.teacher import Teacher, TeacherBoxes
 
 HAND_LABELS = Path(__file__).resolve().parent / "hand_labels.json"
@@ -35,6 +38,7 @@ class LabelConfig:
     ignore_threshold: float = 0.15
     min_height: float = 12.0
     track_distance: float = 1.0  # in box heights
+    background_tightening: bool = True  # step 4, where a static camera's background is given
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,15 @@ def clean(raw: TeacherBoxes, config: LabelConfig) -> FrameLabels:
     return FrameLabels(_array(raw.boxes[person]), _array(raw.boxes[weak]))
 
 
-def label_video(teacher: Teacher, frames: dict[int, np.ndarray], step: int,
-                config: LabelConfig) -> dict[int, FrameLabels]:
-    """Cleaned labels of sampled video frames `index -> RGB`, `step` frames apart, with tracks."""
+def label_video(teacher: Teacher, frames: dict[int, np.ndarray], step: int, config: LabelConfig,
+                background: np.ndarray | None = None) -> dict[int, FrameLabels]:
+    """Cleaned labels of sampled video frames `index -> RGB`, `step` frames apart, with tracks;
+    `background`: a static camera's empty scene (`median_background`), for step 4."""
     raw = {i: teacher(frames[i]) for i in tqdm(sorted(frames), desc="teacher", unit="frame", leave=False)}
-    return temporal_filter({i: clean(r, config) for i, r in raw.items()}, step, config)
+    labels = temporal_filter({i: clean(r, config) for i, r in raw.items()}, step, config)
+    if background is None or not config.background_tightening:
+        return labels
+    return {i: FrameLabels(tighten_boxes(frames[i], l.boxes, background), l.ignore) for i, l in labels.items()}
 
 
 def temporal_filter(labels: dict[int, FrameLabels], step: int, config: LabelConfig) -> dict[int, FrameLabels]:
