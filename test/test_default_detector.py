@@ -19,8 +19,8 @@ def frame(video, index):
 
 
 @pytest.mark.xfail(strict=True, reason="target not met yet (model card, limitations): at short side 448 "
-                   "the zoomed pedestrian gets two boxes (upper body 0.79, legs 0.68); at 224 one box "
-                   "(IoU 0.69)")
+                   "the zoomed pedestrian gets two boxes at 448 (0.78 and 0.65) and at 224 (0.76 and 0.70), "
+                   "each of IoU 0.5-0.57 with her")
 def test_one_box_for_a_person_filling_the_frame(models):
     """A held-out pedestrian (vtest frame 640, 140 px tall) zoomed 4x until she fills the frame."""
     x1, y1, x2, y2 = hand_labels()["vtest.avi"][640].boxes[5]  # the woman on the grass
@@ -53,13 +53,13 @@ def tall(detections, height=70):
 def test_detections_at_two_scales_agree(models):
     """vtest frame 700 (held out) at short sides 224 and 448: the persons taller than 70 px.
 
-    Measured: 3 of the 5 tall persons found at 448 are found at 224 too (IoU >= 0.5), and 2 of
-    the 3 found at 224 at 448; each of the 8 boxes matches a hand-labelled person. A 70-px
+    Measured: 4 of the 5 tall persons found at 448 are found at 224 too (IoU >= 0.5), and 3 of
+    the 4 found at 224 at 448; each of the 9 boxes matches a hand-labelled person. A 70-px
     person is one token wide at 224, so not all of them.
     """
     image = frame("vtest.avi", 700)
     coarse, fine = (models[side].dense(image).detections for side in (224, 448))
-    assert len(tall(fine)) >= 5 and len(tall(coarse)) >= 3
+    assert len(tall(fine)) >= 5 and len(tall(coarse)) >= 4
     assert matched(tall(fine), coarse.boxes) >= 0.6 and matched(tall(coarse), fine.boxes) >= 0.6
     # A wrong implementation fails this: the coarse head run on a shuffled token order.
     model = models[224]
