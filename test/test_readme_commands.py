@@ -80,7 +80,7 @@ def run(line: str, cwd: Path, timeout: float = 900) -> str:
 RUN_HERE = ("eventful-perception detect ", "eventful-perception make-bag ",
             "eventful-perception replay ", "eventful-perception record ",
             "python -m eventful_perception.ros.node ", "python benchmarks/random_yolos_small.py ",
-            "python benchmarks/bench_node.py ")
+            "python benchmarks/bench_node.py ", "python benchmarks/shift_stability.py ")
 
 
 def test_every_readme_command_is_run_here_or_listed_with_a_reason():
@@ -176,3 +176,26 @@ def test_benchmark_scripts_as_typed():
     out = run(command("python benchmarks/bench_node.py "), REPO)
     report = json.loads(out[out.index("{"):out.rindex("}") + 1])
     assert report["model_p50_ms"] > 0 and abs(report["overhead_fraction"]) < 1.0, report
+
+
+def test_shift_stability_as_typed():
+    """The detector's own shift stability (README Performance), as typed from the clone."""
+    out = run(command("python benchmarks/shift_stability.py "), REPO)
+    values = {int(px): float(v) for px, v in re.findall(r"^\s+(\d+) px: ([0-9.]+)$", out, re.M)}
+    assert sorted(values) == [1, 2, 4, 9, 18], out
+    assert all(0.0 <= v <= 1.0 for v in values.values()) and values[1] > values[9], out
+
+
+def test_shift_stability_of_an_unshifted_frame_is_exact():
+    """Scoring the dense detections against themselves gives 1.0: the pipeline adds no error."""
+    import importlib.util
+
+    import eventful_perception as ep
+    from eventful_perception.assets import resolve_video
+    from eventful_perception.bench import read_frames
+
+    spec = importlib.util.spec_from_file_location("shift_stability", REPO / "benchmarks/shift_stability.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    frames = read_frames(resolve_video("vtest.avi"), 0, 2, None, 0)
+    assert module.stability(ep.load_model("default"), frames, [0]) == {"0": 1.0}
