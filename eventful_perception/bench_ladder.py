@@ -13,7 +13,8 @@ in one process, after `--warmup` frames. Variants (`VARIANTS`):
   with motion-compensated gating (the default patch alignment; each stage's motion summed over
   the frames since that stage last ran);
 - `controller`: the product's `Ladder` (`plan_frame`'s law: below `ladder_below` a moving
-  camera runs the ladder, otherwise the finest stage gated).
+  camera runs the ladder, otherwise the finest stage gated, following a moving camera's motion
+  by whole patches).
 
 Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
 Each coarser stage alone (dense, no exits) is measured too: the granularity knob alone.

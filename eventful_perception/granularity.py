@@ -8,7 +8,10 @@ stage whose exit rule is satisfied. The controller's law, per frame:
 
 - it measures the camera's motion (`GlobalMotion`, in pixels of the finest stage);
 - static camera (motion <= `still_px`), or any camera at a budget >= `ladder_below`: the
-  finest stage only, recomputing `budget` of its tokens (the Eventful method alone);
+  finest stage only, recomputing `budget` of its tokens (the Eventful method alone); a moving
+  camera's motion is given to that stage's stream, whose state then follows the content by whole
+  patches (motion-compensated gating), a still camera's is not (its estimates are noise that
+  would add up);
 - moving camera (or motion unknown) at a budget < `ladder_below`: the ladder from the coarsest
   stage, every stage dense (gating saves little when everything moves), exits fitted so that
   the mean cost is `budget` of the finest dense stage (DVT's fitting; `fit_exits`, thresholds in
@@ -18,6 +21,8 @@ Budget means one thing in every case: the fraction of the finest stage's dense c
 `ladder_below` comes from measurement (README "Performance"): on a panning `vtest.avi` and on
 `bikes.mp4`, at budgets >= 0.3 the finest stage's gating kept more of the dense detections than
 the ladder at the same GFLOPs; below, the ladder reaches speedups the gated stage cannot hold.
+On the pan, following the motion raised the gated stage's mAP50 vs dense at budget 0.5 from
+0.960 to 0.977 and at 0.3 from 0.853 to 0.871.
 """
 from __future__ import annotations
 
@@ -193,14 +198,8 @@ def plan_frame(config: LadderConfig, budget: float, motion_px: float | None) -> 
     return Plan(stages - 1, (1.0,) * (stages - 1) + (budget,), moving=moving)
 
 
-def camera_motion(config: LadderConfig, frame: np.ndarray, estimator: GlobalMotion,
-                  budget: float) -> float | None:
-    """The camera's motion in finest-stage pixels for the controller; not estimated (None) where
-    the plan does not depend on it, at a budget >= `ladder_below` (10-20 ms per frame saved)."""
-    if budget >= config.ladder_below:
-        estimator.observe(frame)
-        return None
-    motion = estimator(frame)
+def finest_px(config: LadderConfig, frame: np.ndarray, motion: tuple[float, float] | None) -> float | None:
+    """The length of a motion (dx, dy) in `frame` pixels, in pixels of the finest stage."""
     if motion is None:
         return None
     return math.hypot(*motion) * config.short_sides[-1] / min(frame.shape[:2])
@@ -229,8 +228,10 @@ class Ladder:
         threshold = self.model.default_score_threshold if score_threshold is None else score_threshold
         floor = threshold if score_floor is None else score_floor
         rule = self.config.exit_rule(budget, threshold)
-        motion_px = camera_motion(self.config, frame, state.motion, budget)
+        motion = state.motion(frame)
+        motion_px = finest_px(self.config, frame, motion)
         plan = plan_frame(self.config, budget, motion_px)
+        follow = motion if plan.moving else None
         gflops, confidences = 0.0, []
         for stage in range(plan.first_stage, len(self.config.short_sides)):
             # A stage that skipped the previous frame holds an older view (after a run of early
@@ -238,6 +239,7 @@ class Ladder:
             fraction = plan.update_fractions[stage] if state.ran[stage] else 1.0
             result = self.model(frame, state.streams[stage], budget=fraction,
                                 score_threshold=min(rule.score_low, floor),
+                                motion=follow if fraction < 1.0 else None,  # a full update needs none
                                 short_side=self.config.short_sides[stage])
             gflops += result.usage.gflops
             confidences.append(rule.confidence(result.detections))

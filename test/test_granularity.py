@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from eventful_perception.clips import panning
-from eventful_perception.granularity import (ExitRule, Ladder, LadderConfig, camera_motion, fit_exits,
-                                             plan_frame)
+from eventful_perception.granularity import ExitRule, Ladder, LadderConfig, finest_px, fit_exits, plan_frame
 from eventful_perception.motion import GlobalMotion
 from eventful_perception.fit_exits import realised_cost
 from eventful_perception.models.loading import load_model
@@ -148,13 +147,34 @@ def _share_1(thresholds, confidences):
     return float(np.mean(~exits_0 & (confidences[:, 1] >= thresholds[1])))
 
 
-def test_the_camera_motion_is_estimated_only_where_the_plan_depends_on_it(vtest_frames):
-    config = LadderConfig(ladder_below=0.3)
+def test_the_camera_motion_is_measured_in_finest_stage_pixels(vtest_frames):
+    config = LadderConfig()
     estimator = GlobalMotion()
     frame = vtest_frames[0]
     panned = np.ascontiguousarray(np.roll(frame, 7, axis=1))  # content 7 px to the right
-    assert camera_motion(config, frame, estimator, budget=0.5) is None  # kept, not estimated
-    moved = camera_motion(config, panned, estimator, budget=0.2)
-    finest_px = 7 * config.short_sides[-1] / min(frame.shape[:2])
-    assert moved == pytest.approx(finest_px, abs=0.2)
-    assert camera_motion(config, panned, estimator, budget=0.2) == pytest.approx(0.0, abs=0.2)
+    assert estimator(frame) is None and finest_px(config, frame, None) is None  # no previous frame
+    finest = 7 * config.short_sides[-1] / min(frame.shape[:2])
+    assert finest_px(config, panned, estimator(panned)) == pytest.approx(finest, abs=0.2)
+    assert finest_px(config, panned, estimator(panned)) == pytest.approx(0.0, abs=0.2)
+
+
+def test_the_finest_stage_follows_a_moving_camera_and_not_a_still_one(model, vtest_frames):
+    """At a budget >= ladder_below the finest stage runs gated; its stream gets the camera's
+    motion exactly when the controller calls the camera moving."""
+    config = LadderConfig(ladder_below=0.3)
+    ladder = Ladder(model, config)
+    state = ladder.new_state()
+    frames = vtest_frames[:2] + list(panning(vtest_frames[2:6], 700, 6))  # still, then 6 px/frame
+    estimator, following, ignoring = GlobalMotion(), model.new_stream(), model.new_stream()
+    differs = []
+    for frame in frames:
+        out = ladder(frame, state, budget=0.5)
+        motion = estimator(frame)
+        moving = motion is not None and finest_px(config, frame, motion) > config.still_px
+        expected = model(frame, following, budget=0.5, motion=motion if moving else None)
+        assert out.stage == 2 and out.plan.moving == (motion is None or moving)
+        assert torch.equal(out.result.features, expected.features)
+        differs.append(not torch.equal(out.result.features, model(frame, ignoring, budget=0.5).features))
+    # The jump into the pan is no motion GlobalMotion trusts (None); then the state moves once the
+    # content has moved half a patch (4.7 model-input px per frame here), and differs from then on.
+    assert differs == [False, False, False, False, True, True], differs

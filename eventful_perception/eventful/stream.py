@@ -45,8 +45,10 @@ class StreamConfig:
         meets its own reference. Measured with `bench --ladder` (mAP50 vs the dense model on
         the untranslated frames, README "Performance"): "pixel" loses fidelity even on a static
         camera (0.944 at budget 0.8: the head's scores depend on the patch grid's phase) and
-        helps only at budget 0.1 on a pan (0.84 vs 0.56 uncompensated, test_motion.py);
-        "patch" equals no compensation on a static camera.
+        on a pan stays near 0.79 at budgets 0.2-0.5 (0.74 vs 0.42 uncompensated at 0.1,
+        test_motion.py); "patch" equals no compensation on a static camera and keeps more on
+        a pan at every budget (0.977 vs 0.960 at 0.5), so the granularity controller uses it
+        for a moving camera.
     """
 
     refresh_interval: int = 0
