@@ -20,6 +20,11 @@ def main() -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A message taken while SIGINT closes the context fails to convert (an rclpy shutdown
+        # race, seen once in 30+ runs); any other RuntimeError is a real failure.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
