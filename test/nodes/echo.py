@@ -22,7 +22,7 @@ def main() -> None:
         pass
     except RuntimeError:
         # A message taken while SIGINT closes the context fails to convert (an rclpy shutdown
-        # race, seen once in 30+ runs); any other RuntimeError is a real failure.
+        # race, seen once in a fresh-clone run); any other RuntimeError is a real failure.
         if rclpy.ok():
             raise
     finally:
