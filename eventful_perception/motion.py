@@ -30,10 +30,6 @@ class GlobalMotion:
     def reset(self) -> None:
         self._previous = None
 
-    def observe(self, frame: np.ndarray) -> None:
-        """Keep `frame` as the previous one without estimating (the correlation is the cost)."""
-        self._previous = self._small_grey(frame)
-
     def __call__(self, frame: np.ndarray) -> tuple[float, float] | None:
         grey = self._small_grey(frame)
         previous, self._previous = self._previous, grey
