@@ -18,8 +18,8 @@ def frame(video, index):
     return next(footage.video_frames(video, [index]))[1]
 
 
-@pytest.mark.xfail(strict=True, reason="target not met yet (model card, limitations): at short side 448 "
-                   "the zoomed pedestrian gets two boxes at 448 (0.78 and 0.65) and at 224 (0.76 and 0.70), "
+@pytest.mark.xfail(strict=True, reason="target not met yet (model card, limitations): the zoomed "
+                   "pedestrian gets two boxes at 448 (0.78 and 0.65) and at 224 (0.76 and 0.70), "
                    "each of IoU 0.5-0.57 with her")
 def test_one_box_for_a_person_filling_the_frame(models):
     """A held-out pedestrian (vtest frame 640, 140 px tall) zoomed 4x until she fills the frame."""
