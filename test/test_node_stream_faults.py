@@ -73,14 +73,16 @@ def send_burst(node: NodeUnderFault, frames: list, sec: int) -> tuple[list, floa
 
 
 def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
-    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens). Two
-    bursts: the first brings the allocators (glibc arenas, Fast DDS pools) to their steady state,
-    the second is measured. A queue shows in the newest frame's age, a leak in the RSS."""
+    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens). Three
+    bursts: the first two bring the allocators (glibc arenas, Fast DDS pools) to their steady
+    state (after one, a fresh clone's run still grew 31 MB in the next), the third is measured.
+    A queue shows in the newest frame's age, a leak in the RSS."""
     frames = video_frames(8)
     node = NodeUnderFault({"short_side": 800})
     try:
         for i in range(3):
             node.send(image_msg(frames[i], i))
+        send_burst(node, frames, 1005)
         send_burst(node, frames, 1010)
         before_mb = rss_mb(node.process.proc.pid)
         start = time.monotonic()
@@ -97,11 +99,11 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
         node.close()
     received, dropped = int(values["frames received"]), int(values["frames dropped (newest kept)"])
     latency_s = max(u.latency_ms for u in burst) / 1e3
-    print(f"two bursts: sent {2 * BURST_FRAMES}, received {received - 3}, processed "
+    print(f"three bursts: sent {3 * BURST_FRAMES}, received {received - 3}, processed "
           f"{len(first) - 3} + {len(burst)}, dropped {dropped}, newest answered {age_s:.2f} s after "
-          f"publishing (max latency {latency_s:.2f} s), RSS in the second burst {before_mb:.0f} -> "
+          f"publishing (max latency {latency_s:.2f} s), RSS in the last burst {before_mb:.0f} -> "
           f"{after_mb:.0f} MB")
-    assert status is not None and received <= 3 + 2 * BURST_FRAMES
+    assert status is not None and received <= 3 + 3 * BURST_FRAMES
     assert len(first) + len(burst) + dropped == received  # every received frame processed or dropped
     # One frame at a time: from the burst's start to the newest answer the worker fits at most
     # window / fastest frame + 1 frames (how many depends on the machine: 4 at load 9, 34 idle).
@@ -113,5 +115,5 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
     assert stamps == sorted(stamps) and stamps[-1] == stamp_of(sent[-1])  # newest, in order
     # No backlog: the newest frame waited for at most the frame in flight, not for a queue.
     assert age_s <= 3 * latency_s + 1.0, (age_s, latency_s, time.monotonic() - start)
-    # Flat: 0 MB here; a node that keeps every received message grew by 48 MB in this burst.
+    # Flat: 0 MB in local runs; a node that keeps every received message grew by 48 MB per burst.
     assert after_mb - before_mb < 25, (before_mb, after_mb)
