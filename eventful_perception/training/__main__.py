@@ -44,8 +44,7 @@ def step_labels(args: argparse.Namespace) -> dict[str, dict[int, FrameLabels]]:
             from eventful_perception.training.teacher import Teacher
 
             teacher = teacher or Teacher(assets.ensure_teacher(), threads=args.threads)
-            save_labels(_label_source(teacher, source, config), path, source, config)
-            labels = load_labels(path, config)  # as a later run reads them (rounded), so both train alike
+            labels = save_labels(_label_source(teacher, source, config), path, source, config)
         out[source] = labels
         print(f"[labels] {source}: {len(labels)} frames, {sum(len(l.boxes) for l in labels.values())} "
               f"person boxes", flush=True)

@@ -86,8 +86,7 @@ def teacher_labels(span: footage.VideoSpan) -> dict[int, FrameLabels]:
         frames = dict(footage.video_frames(span.name, span.frames(footage.frame_count(span.name))))
         labels = label_video(Teacher(assets.ensure_teacher()), frames, span.step, config,
                              footage.static_background(span, frames))
-        save_labels(labels, path, span.name, config)
-        labels = load_labels(path, config)  # rounded, as a later run reads them
+        labels = save_labels(labels, path, span.name, config)
     return {f: labels[f] for f in sorted(labels)[::span.sample_every]}
 
 

@@ -101,12 +101,16 @@ def _array(boxes) -> np.ndarray:
     return np.array(boxes, np.float32).reshape(-1, 4)
 
 
-def save_labels(labels: dict[int, FrameLabels], path: Path, source: str, config: LabelConfig) -> None:
-    """Write labels as JSON: `{"source", "config", "frames": {index: {"boxes", "ignore"}}}`."""
+def save_labels(labels: dict[int, FrameLabels], path: Path, source: str, config: LabelConfig
+                ) -> dict[int, FrameLabels]:
+    """Write labels as JSON: `{"source", "config", "frames": {index: {"boxes", "ignore"}}}`;
+    returns them as `load_labels` reads them back (rounded to 0.1 px), so a first run and a
+    cached one train alike."""
     frames = {str(i): {"boxes": np.round(l.boxes, 1).tolist(), "ignore": np.round(l.ignore, 1).tolist()}
               for i, l in labels.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"source": source, "config": asdict(config), "frames": frames}))
+    return {int(i): FrameLabels(_array(f["boxes"]), _array(f["ignore"])) for i, f in frames.items()}
 
 
 def load_labels(path: Path, config: LabelConfig | None = None) -> dict[int, FrameLabels] | None:
