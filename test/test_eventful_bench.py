@@ -50,8 +50,11 @@ def test_bench_writes_exactly_the_keys_and_full_budget_agrees_with_dense(detecto
     assert full["map50_vs_dense"] == 1.0 and full["feature_cosine"] >= 0.99999
     assert full["flops_ratio"] == 1.0 and full["gflops"] == full["gflops_dense"] == partial["gflops_dense"]
     assert partial["flops_ratio"] > 1.5 and partial["feature_cosine"] < 1.0
-    assert 0.0 <= partial["map50_vs_dense"] <= 1.0
-    assert full["dense_ms"] == partial["dense_ms"] > 0 and full["speedup"] > 0
+    assert full["dense_ms"] == partial["dense_ms"] > 0
+    for r in (full, partial):  # the ratios are of the reported medians and means
+        # (ms are rounded to 0.01 ms; the tiny model takes a few ms)
+        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["eventful_ms"], rel=1e-2)
+        assert r["flops_ratio"] == pytest.approx(r["gflops_dense"] / r["gflops"], rel=2e-3)
     assert full["state_mb"] > 0 and full["attention"] == "query_rows"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 

@@ -22,7 +22,11 @@ def test_top_r_picks_largest_errors():
 def test_budget_fraction_rounds_up():
     errors = torch.rand(1, 1376)
     for fraction in (0.3, 0.05, 1.0, 1e-6):
-        assert BudgetFraction(fraction)(errors).shape[1] == math.ceil(fraction * 1376)
+        picked = BudgetFraction(fraction)(errors)
+        k = math.ceil(fraction * 1376)
+        assert picked.shape[1] == k
+        # the k largest errors, not any k tokens
+        assert set(picked[0].tolist()) == set(errors.topk(k).indices[0].tolist())
 
 
 def test_threshold_pads_batch_rows_with_their_best_index():

@@ -65,6 +65,7 @@ def test_default_detector_loads_and_detects(vtest_frames):
     result = model(vtest_frames[0], model.new_stream(), budget=0.5)
     assert result.features.shape == (1377, 384)
     boxes = result.detections.boxes
-    assert boxes.dtype == np.float32 and boxes.shape[1] == 4
+    assert boxes.dtype == np.float32 and boxes.shape[1] == 4 and len(boxes) >= 3  # the walkers
+    assert (boxes >= 0).all() and (boxes[:, 2:] > boxes[:, :2]).all()
     assert (boxes[:, [0, 2]] <= 768 + 1e-3).all() and (boxes[:, [1, 3]] <= 576 + 1e-3).all()
     assert set(result.detections.labels) <= set(model.labels)

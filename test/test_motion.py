@@ -129,6 +129,8 @@ def test_every_cell_a_shift_vacates_is_recomputed_even_beyond_the_budget(single_
     result = model(vtest_frames[1], stream, policy=TopR(8), motion=(5 * patch_px, 0.0))
     gates = [g for s in stream.blocks(len(model.blocks)) for g in (s.qkv_gate, s.proj_gate, s.mlp_gate)]
     assert all(torch.isfinite(g.reference).all() and not g.vacated for g in gates)
-    assert result.usage.tokens_per_block[0] >= 5 * 32 + 1  # the vacated cells and the class token
+    # Exactly the vacated cells and the class token at every block (TopR(8) picks among them),
+    # and no fallback to a full update.
+    assert result.usage.tokens_per_block == (5 * 32 + 1,) * len(model.blocks) and not result.full_update
     follow = model(vtest_frames[2], stream, policy=TopR(8))  # an ordinary frame: the budget again
     assert follow.usage.tokens_per_block[0] == 8 + 1
