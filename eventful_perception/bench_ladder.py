@@ -12,15 +12,19 @@ in one process, after `--warmup` frames. Variants (`VARIANTS`):
 - `ladder_eventful`: the same plan and exits, every stage eventful at update fraction = budget
   with motion-compensated gating (the default patch alignment; each stage's motion summed over
   the frames since that stage last ran);
+- `ladder_dense_reuse`, `ladder_eventful_reuse`: the two ladders with DVT feature reuse
+  (`reuse.FeatureReuse`, `--reuse`) into every stage that has a module;
 - `controller`: the product's `Ladder` (`plan_frame`'s law: below `ladder_below` a moving
   camera runs the ladder, otherwise the finest stage gated, following a moving camera's motion
-  by whole patches).
+  by whole patches), with the same reuse modules.
 
-Feature and relation reuse (issue 11, item 4) are not built, so there are no reuse rows.
-Each coarser stage alone (dense, no exits) is measured too: the granularity knob alone.
+Each coarser stage alone (dense, no exits) is measured too: the granularity knob alone, and each
+stage with a reuse module fed by the stage before it (both dense). Relation reuse is not built
+(`NOT_BUILT`).
 
-JSON: `{"machine", "exit_thresholds": {file, footage, command}, "not_built", "stages":
-[{short_side, tokens, gflops, ms, speedup, speedup_mean, map50_vs_dense}, ...], "results":
+JSON: `{"machine", "exit_thresholds": {file, footage, command}, "reuse" (what `--reuse` loaded,
+or null), "not_built", "stages": [{short_side, tokens, reuse_from, gflops, ms, speedup,
+speedup_mean, map50_vs_dense}, ...], "results":
 [{variant, budget, gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms,
 speedup_mean, map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of
 per-frame ms (motion estimation included where a variant uses it) and speedup = their ratio,
@@ -48,14 +52,17 @@ from eventful_perception.granularity import ExitRule, Ladder, LadderConfig, Plan
 from eventful_perception.models.base import EventfulViT
 from eventful_perception.models.results import Result
 from eventful_perception.motion import GlobalMotion
+from eventful_perception.reuse import FeatureReuse, check_reuse, load_reuse, pass_on
 from eventful_perception.stages import EXIT_THRESHOLDS
 from eventful_perception.training.metrics import mean_average_precision
 
 VARIANTS = ("eventful", "eventful_motion_pixel", "eventful_motion_patch", "ladder_dense",
-            "ladder_eventful", "controller")
+            "ladder_eventful", "ladder_dense_reuse", "ladder_eventful_reuse", "controller")
 _ALIGNMENTS = {"eventful": None, "eventful_motion_pixel": "pixel", "eventful_motion_patch": "patch"}
-NOT_BUILT = ("feature and relation reuse (issue 11, item 4) are not built: every ladder stage "
-             "starts from its own input, nothing is passed from a coarser stage")
+NOT_BUILT = ("relation reuse (DVT's upstream attention maps added to the downstream logits) is not "
+             "built: for 224 -> 336 its 1x1 convolutions alone cost 3.5 GFLOPs (LH = 72 maps of "
+             "337 x 337, 72 -> 216 -> 72), 43 % of the whole 224 stage, before the 72 x 769 x 769 "
+             "resized maps that every attention would have to read")
 
 Motion = tuple[float, float] | None
 # One variant's per-frame step: frame -> (result scored down to _SCORE_FLOOR, GFLOPs, exit stage)
@@ -89,15 +96,16 @@ def eventful_step(model: EventfulViT, budget: float, alignment: str | None) -> S
     return step
 
 
-def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant: str) -> Step:
-    """`ladder_dense`, `ladder_eventful` or `controller` (module docstring).
+def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant: str,
+                reuse: dict[int, FeatureReuse]) -> Step:
+    """`ladder_dense[_reuse]`, `ladder_eventful[_reuse]` or `controller` (module docstring).
 
     `controller` is the product's `Ladder`, its detections kept down to _SCORE_FLOOR for scoring.
-    The two plans without the controller's law run the same stage loop (`run_stages`) on a fixed
+    The plans without the controller's law run the same stage loop (`run_stages`) on a fixed
     plan: every frame from the coarsest stage, dense or eventful at the budget.
     """
     if variant == "controller":
-        ladder = Ladder(model, config)
+        ladder = Ladder(model, config, reuse)
         state = ladder.new_state(StreamConfig())
 
         def controlled(frame: np.ndarray) -> tuple[Result, float, int]:
@@ -107,9 +115,11 @@ def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant
     sides = config.short_sides
     streams = [Stream(StreamConfig(), f"stage{k}") for k in range(len(sides))]
     rule = config.exit_rule(budget, model.default_score_threshold)
-    plan = Plan(0, (1.0 if variant == "ladder_dense" else budget,) * len(sides), moving=True)
-    if variant == "ladder_dense":
-        return lambda frame: run_stages(model, frame, streams, sides, plan, rule, None)
+    dense = variant.startswith("ladder_dense")
+    plan = Plan(0, (1.0 if dense else budget,) * len(sides), moving=True)
+    reuse = reuse if variant.endswith("_reuse") else {}
+    if dense:
+        return lambda frame: run_stages(model, frame, streams, sides, plan, rule, None, reuse)
     camera = GlobalMotion()
     pending: list[Motion] = [(0.0, 0.0)] * len(sides)  # motion since each stage's last frame
 
@@ -118,57 +128,74 @@ def ladder_step(model: EventfulViT, config: LadderConfig, budget: float, variant
         for k in range(len(sides)):
             pending[k] = None if motion is None or pending[k] is None else (
                 pending[k][0] + motion[0], pending[k][1] + motion[1])
-        return run_stages(model, frame, streams, sides, plan, rule, pending)
+        return run_stages(model, frame, streams, sides, plan, rule, pending, reuse)
     return step
 
 
 def run_stages(model: EventfulViT, frame: np.ndarray, streams: list[Stream], sides: tuple[int, ...],
-               plan: Plan, rule: ExitRule, pending: list[Motion] | None) -> tuple[Result, float, int]:
+               plan: Plan, rule: ExitRule, pending: list[Motion] | None,
+               reuse: dict[int, FeatureReuse]) -> tuple[Result, float, int]:
     """The planned stages up to the first exit: (its result, GFLOPs of all run, its index)."""
-    gflops = 0.0
+    gflops, reused = 0.0, None
     for stage in range(plan.first_stage, len(streams)):
         motion = None if pending is None else pending[stage]
         result = model(frame, streams[stage], budget=plan.update_fractions[stage], motion=motion,
-                       score_threshold=_SCORE_FLOOR, short_side=sides[stage])
+                       score_threshold=_SCORE_FLOOR, short_side=sides[stage], reuse=reused)
         if pending is not None:
             pending[stage] = (0.0, 0.0)
         gflops += result.usage.gflops
         if rule.exits(stage, rule.confidence(result.detections)):
             break
+        reused = pass_on(reuse.get(stage + 1), result, model.device)
     return result, gflops, stage
 
 
-def runners(model: EventfulViT, config: LadderConfig, budgets: list[float]) -> list[_Runner]:
-    """One runner per variant and budget, each with its own streams."""
+def runners(model: EventfulViT, config: LadderConfig, budgets: list[float],
+            reuse: dict[int, FeatureReuse]) -> list[_Runner]:
+    """One runner per variant and budget, each with its own streams (no `_reuse` variants
+    without modules)."""
     made = []
     for variant in VARIANTS:
+        if variant.endswith("_reuse") and not reuse:
+            continue
         for budget in budgets:
             if variant in _ALIGNMENTS:
                 step = eventful_step(model, budget, _ALIGNMENTS[variant])
             else:
-                step = ladder_step(model, config, budget, variant)
+                step = ladder_step(model, config, budget, variant, reuse)
             made.append(_Runner(variant, budget, step))
     return made
 
 
-def _stage_runners(model: EventfulViT, config: LadderConfig) -> list[_Runner]:
-    """Each coarser stage alone, dense: the granularity knob without exits."""
-    def dense_step(side: int) -> Step:
+def _stage_runners(model: EventfulViT, config: LadderConfig, reuse: dict[int, FeatureReuse]
+                   ) -> list[_Runner]:
+    """Each coarser stage alone, dense: the granularity knob without exits; then each stage with
+    a reuse module, dense, fed by the stage before it run dense on the same frame."""
+    sides = config.short_sides
+
+    def dense_step(stage: int, module: FeatureReuse | None) -> Step:
         def step(frame: np.ndarray) -> tuple[Result, float, None]:
-            result = model.dense(frame, score_threshold=_SCORE_FLOOR, short_side=side)
-            return result, result.usage.gflops, None
+            reused, gflops = None, 0.0
+            if module is not None:
+                upstream = model.dense(frame, score_threshold=_SCORE_FLOOR, short_side=sides[stage - 1])
+                reused, gflops = pass_on(module, upstream, model.device), upstream.usage.gflops
+            result = model.dense(frame, score_threshold=_SCORE_FLOOR, short_side=sides[stage], reuse=reused)
+            return result, gflops + result.usage.gflops, None
         return step
-    return [_Runner(f"stage{k}", 1.0, dense_step(side)) for k, side in enumerate(config.short_sides[:-1])]
+    alone = [_Runner(f"stage{k}", 1.0, dense_step(k, None)) for k in range(len(sides) - 1)]
+    return alone + [_Runner(f"stage{k}_reuse", 1.0, dense_step(k, reuse[k])) for k in sorted(reuse)]
 
 
 def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarray], budgets: list[float],
-                 warmup: int) -> tuple[list[dict], list[dict]]:
+                 warmup: int, reuse: dict[int, FeatureReuse] | None = None) -> tuple[list[dict], list[dict]]:
     """Over `frames` (RGB uint8), after `warmup` frames: one result dict per (variant, budget),
-    and one per coarser stage alone (dense; `short_side`, `tokens` and `_STAGE_KEYS`)."""
+    and one per coarser stage alone and per stage with reuse (dense; `short_side`, `tokens`,
+    `reuse_from` (the upstream short side or None) and `_STAGE_KEYS`)."""
     if config.short_sides[-1] != model.short_side:
         raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
                          f"short side ({model.short_side}), the reference")
-    rows, alone = runners(model, config, budgets), _stage_runners(model, config)
+    reuse = check_reuse(dict(reuse or {}), config.short_sides)
+    rows, alone = runners(model, config, budgets, reuse), _stage_runners(model, config, reuse)
     reference = DenseReference()
     for i, frame in enumerate(tqdm(frames, desc="bench ladder", unit="frame", file=sys.stderr)):
         reference.run(model, frame, i >= warmup)
@@ -183,9 +210,14 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
                     row.exits.append(stage)
     stages = len(config.short_sides)
     summaries = [_summary(row, reference.ms, reference.gflops, reference.truths, stages) for row in rows + alone]
-    singles = [{"short_side": side, "tokens": row.tokens} | {key: summary[key] for key in _STAGE_KEYS}
-               for side, row, summary in zip(config.short_sides, alone, summaries[len(rows):])]
+    singles = [_stage_summary(config.short_sides, row, summary) for row, summary in zip(alone, summaries[len(rows):])]
     return summaries[:len(rows)], singles
+
+
+def _stage_summary(sides: tuple[int, ...], row: _Runner, summary: dict) -> dict:
+    stage, reused = int(row.variant[len("stage"):].split("_")[0]), row.variant.endswith("_reuse")
+    return ({"short_side": sides[stage], "tokens": row.tokens, "reuse_from": sides[stage - 1] if reused else None}
+            | {key: summary[key] for key in _STAGE_KEYS})
 
 
 _STAGE_KEYS = ("gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense")
@@ -238,7 +270,7 @@ def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> Non
     for r in stages:
         if r["map50_vs_dense"] is not None:
             axis.plot(r["map50_vs_dense"], r["speedup_mean"], "k^", alpha=0.6)
-            axis.annotate(f"short side {r['short_side']} alone, dense",
+            axis.annotate(_stage_name(r) + ", dense",
                           (r["map50_vs_dense"], r["speedup_mean"]), fontsize=7, xytext=(4, -9),
                           textcoords="offset points")
     axis.axvline(0.98, color="gray", linestyle=":", label="target: mAP50 0.98, 2x")
@@ -248,7 +280,7 @@ def plot(results: list[dict], stages: list[dict], title: str, path: Path) -> Non
     axis.set_yticks([0.5, 1, 2, 5, 10], ["0.5", "1", "2", "5", "10"])
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    fig.suptitle(title + "\n(labels: budget; no feature/relation reuse rows: not built)", fontsize=8)
+    fig.suptitle(title + "\n(labels: budget; relation reuse: not built)", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -264,19 +296,39 @@ def read_config(path: str | None) -> tuple[LadderConfig, dict]:
         raise ValueError(f"--exit-thresholds {path}: {type(error).__name__}: {error}") from None
 
 
+def _stage_name(row: dict) -> str:
+    reused = f" with reuse from {row['reuse_from']}" if row["reuse_from"] else " alone"
+    return f"short side {row['short_side']}{reused}"
+
+
+def read_reuse(folder: str | None, config: LadderConfig) -> tuple[dict[int, FeatureReuse], str | None]:
+    """`--reuse`: the modules of a folder ("default": the default detector's, "none"; None: the
+    exit thresholds file's `reuse`) keyed by stage, and what was used (ValueError if unusable)."""
+    folder = config.reuse if folder is None else folder
+    try:
+        modules = load_reuse(folder, config.short_sides)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--reuse {folder}: {error}") from None
+    return modules, (folder if modules else None)
+
+
 def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[LadderConfig, dict],
-               frames: list[np.ndarray], budgets: list[float] | None, video: Path) -> int:
-    """`bench --ladder` once `bench.run_bench` has read the frames, the config and the model."""
+               frames: list[np.ndarray], budgets: list[float] | None, video: Path,
+               reuse: tuple[dict[int, FeatureReuse], str | None]) -> int:
+    """`bench --ladder` once `bench.run_bench` has read the frames, the config, the reuse
+    modules and the model."""
     config, raw = fitted
+    modules, folder = reuse
     try:
         results, stages = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds),
-                                       args.warmup)
+                                       args.warmup, modules)
     except ValueError as error:
         print(f"eventful-perception bench: error: {error}", file=sys.stderr)
         return 2
     report = {"machine": machine(model.device),
               "exit_thresholds": {key: raw.get(key) for key in ("file", "footage", "command")},
-              "not_built": NOT_BUILT, "stages": stages, "results": results}
+              "reuse": folder, "not_built": NOT_BUILT, "stages": stages,
+              "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     tokens = model.dense(frames[0]).usage.tokens_total
@@ -300,7 +352,7 @@ def _print_table(title: str, results: list[dict], stages: list[dict]) -> None:
         print(f"{r['variant']:21} | {r['budget']:6g} | {r['gflops']:7.2f} | {r['ms']:7.1f} | "
               f"{r['speedup']:6.2f}x | {r['speedup_mean']:11.2f}x | {map50:>14} | {rates}")
     for r in stages:
-        print(f"short side {r['short_side']} alone, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
+        print(f"{_stage_name(r)}, dense: {r['tokens']} tokens, {r['gflops']:.2f} GFLOPs, "
               f"{r['ms']:.1f} ms, {r['speedup']:.2f}x (means {r['speedup_mean']:.2f}x), "
               f"mAP50 vs dense {r['map50_vs_dense']}")
     print(f"dense finest: {results[0]['gflops_dense']:.2f} GFLOPs, {results[0]['dense_ms']:.1f} ms; {NOT_BUILT}")

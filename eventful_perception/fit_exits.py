@@ -19,17 +19,22 @@ from tqdm import tqdm
 from eventful_perception.assets import resolve_video
 from eventful_perception.granularity import DEFAULT_SHORT_SIDES, ExitRule, LadderConfig, fit_exits
 from eventful_perception.models.base import EventfulViT
+from eventful_perception.reuse import FeatureReuse, check_reuse, load_reuse, pass_on
 
 
 def calibrate(model: EventfulViT, frames: list[np.ndarray], short_sides: tuple[int, ...],
-              score_low: float) -> tuple[np.ndarray, np.ndarray]:
-    """(confidences (frames, stages), stage costs (stages,) as fractions of the finest stage's)."""
+              score_low: float, reuse: dict[int, FeatureReuse] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(confidences (frames, stages), stage costs (stages,) as fractions of the finest stage's);
+    `reuse` (stage -> module) feeds a stage from the one before it, as the ladder does."""
     rule = ExitRule((), score_low, model.default_score_threshold)
     confidences = np.zeros((len(frames), len(short_sides)))
     gflops = np.zeros((len(frames), len(short_sides)))
+    reuse = reuse or {}
     for i, frame in enumerate(tqdm(frames, desc="calibrate stages", unit="frame", file=sys.stderr)):
+        result = None
         for k, side in enumerate(short_sides):
-            result = model.dense(frame, score_threshold=score_low, short_side=side)
+            reused = pass_on(reuse.get(k), result, model.device) if k else None
+            result = model.dense(frame, score_threshold=score_low, short_side=side, reuse=reused)
             confidences[i, k] = rule.confidence(result.detections)
             gflops[i, k] = result.usage.gflops
     costs = gflops.mean(axis=0)
@@ -60,12 +65,20 @@ def run_fit(args: argparse.Namespace) -> int:
         ExitRule((), args.score_low)  # its own check: 0 <= score_low < the score threshold
         sides = tuple(int(s) for s in args.short_sides.split(","))
         LadderConfig(short_sides=sides)
+        shipped = args.model == "default" and sides == DEFAULT_SHORT_SIDES  # what the modules join
+        reuse_name = args.reuse if args.reuse is not None else ("default" if shipped else "")
+        reuse = load_reuse(reuse_name, sides)
         frames = read_frames(resolve_video(args.video), args.start, args.frames, None, args.pan)
     except ValueError as error:
         print(f"eventful-perception fit-exits: error: {error}", file=sys.stderr)
         return 2
     model = load_model(args.model)
-    confidences, costs = calibrate(model, frames, sides, args.score_low)
+    try:
+        reuse = check_reuse(reuse, sides, model)
+    except ValueError as error:
+        print(f"eventful-perception fit-exits: error: {error}", file=sys.stderr)
+        return 2
+    confidences, costs = calibrate(model, frames, sides, args.score_low, reuse)
     fitted = fit_exits(confidences, costs, budgets)
     print("stage costs (fraction of the finest):", ", ".join(f"{c:.3f}" for c in costs))
     print("budget | thresholds | realised cost")
@@ -79,6 +92,7 @@ def run_fit(args: argparse.Namespace) -> int:
         "model": args.model,
         "short_sides": list(sides),
         "score_low": args.score_low,
+        "reuse": reuse_name if reuse else "",
         "stage_costs": [round(float(c), 4) for c in costs],
         "exit_thresholds": {str(b): list(t) for b, t in fitted.items()},
     }
@@ -109,5 +123,9 @@ def add_parser(subparsers) -> None:
                              "ladder runs when the camera moves at a budget below ladder_below "
                              "(default: %(default)s)")
     parser.add_argument("--model", default="default", help="(default: %(default)s)")
+    parser.add_argument("--reuse", default=None,
+                        help="DVT feature-reuse modules the ladder will run with: a folder, "
+                             "'default' or 'none' (default: 'default' for the default model at the "
+                             "default short sides, none otherwise); written to the JSON")
     parser.add_argument("--out", required=True, help="JSON to write, e.g. config/exit_thresholds.json")
     parser.set_defaults(func=run_fit)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from .eventful.stream import Stream, StreamConfig
 from .models.base import EventfulViT
 from .models.results import Detections, Result
 from .motion import GlobalMotion
+from .reuse import FeatureReuse, check_reuse, load_reuse, pass_on
 
 DEFAULT_SHORT_SIDES = (224, 336, 448)
 
@@ -88,6 +89,9 @@ class LadderConfig:
     score_low: float = 0.1
     still_px: float = 0.5  # camera motion per frame, in finest-stage pixels, still called static
     ladder_below: float = 0.3  # a moving camera uses the ladder only at budgets below this
+    # DVT feature reuse between stages: "" none, "default" the default detector's, or a folder
+    # (`reuse.load_reuse`); the exit thresholds are fitted with it, so it belongs to this file.
+    reuse: str = ""
 
     def __post_init__(self) -> None:
         sides = tuple(int(s) for s in self.short_sides)
@@ -111,7 +115,7 @@ class LadderConfig:
         data = json.loads(Path(path).read_text())
         return cls(short_sides=tuple(data["short_sides"]), score_low=data["score_low"],
                    still_px=data.get("still_px", cls.still_px),
-                   ladder_below=data.get("ladder_below", cls.ladder_below),
+                   ladder_below=data.get("ladder_below", cls.ladder_below), reuse=data.get("reuse", ""),
                    exit_thresholds={float(b): tuple(t) for b, t in data["exit_thresholds"].items()})
 
     def exit_rule(self, budget: float, score_threshold: float) -> ExitRule:
@@ -206,13 +210,20 @@ def finest_px(config: LadderConfig, frame: np.ndarray, motion: tuple[float, floa
 
 
 class Ladder:
-    """Runs a frame through the stages the controller plans, stopping at the first exit."""
+    """Runs a frame through the stages the controller plans, stopping at the first exit.
 
-    def __init__(self, model: EventfulViT, config: LadderConfig) -> None:
+    DVT feature reuse (`reuse.FeatureReuse`) feeds a stage from the one before it whenever both
+    run on a frame: the modules named by `config.reuse`, or `reuse` (stage index -> module).
+    """
+
+    def __init__(self, model: EventfulViT, config: LadderConfig,
+                 reuse: Mapping[int, FeatureReuse] | None = None) -> None:
         if not getattr(model, "labels", None):
             raise ValueError("the granularity ladder needs a detector (a model with labels)")
         self.model = model
         self.config = config
+        modules = load_reuse(config.reuse, config.short_sides) if reuse is None else dict(reuse)
+        self.reuse = {k: m.to(model.device, model.dtype) for k, m in check_reuse(modules, config.short_sides, model).items()}
         self._finest_gflops: dict[tuple[int, int], float] = {}  # frame size -> finest dense GFLOPs
 
     def new_state(self, stream_config: StreamConfig | None = None) -> LadderState:
@@ -232,7 +243,7 @@ class Ladder:
         motion_px = finest_px(self.config, frame, motion)
         plan = plan_frame(self.config, budget, motion_px)
         follow = motion if plan.moving else None
-        gflops, confidences = 0.0, []
+        gflops, confidences, reused = 0.0, [], None
         for stage in range(plan.first_stage, len(self.config.short_sides)):
             # A stage that skipped the previous frame holds an older view (after a run of early
             # exits, many frames old): a partial update would keep ghosts of it, so it updates all.
@@ -240,11 +251,12 @@ class Ladder:
             result = self.model(frame, state.streams[stage], budget=fraction,
                                 score_threshold=min(rule.score_low, floor),
                                 motion=follow if fraction < 1.0 else None,  # a full update needs none
-                                short_side=self.config.short_sides[stage])
+                                short_side=self.config.short_sides[stage], reuse=reused)
             gflops += result.usage.gflops
             confidences.append(rule.confidence(result.detections))
             if rule.exits(stage, confidences[-1]):
                 break
+            reused = pass_on(self.reuse.get(stage + 1), result, self.model.device)
         state.exits[stage] += 1
         state.ran = [plan.first_stage <= k <= stage for k in range(len(state.ran))]
         return LadderResult(_above(result, floor), stage, plan, tuple(confidences), gflops,

@@ -18,6 +18,7 @@ from eventful_perception.assets import config_file
 from eventful_perception.eventful.stream import Stream, StreamConfig
 from eventful_perception.granularity import Ladder, LadderConfig, LadderState
 from eventful_perception.models.results import Result
+from eventful_perception.reuse import load_reuse
 
 if TYPE_CHECKING:
     from eventful_perception.models.base import EventfulViT
@@ -33,6 +34,7 @@ def load_ladder_config(path: str | Path = "", score_threshold: float = 0.5) -> L
     shown = str(path) or f"config/{EXIT_THRESHOLDS}"
     try:
         ladder = LadderConfig.from_file(Path(path) if str(path) else config_file(EXIT_THRESHOLDS))
+        load_reuse(ladder.reuse, ladder.short_sides)  # the modules the thresholds were fitted with
     except KeyError as error:
         raise ValueError(f"exit thresholds file {shown}: no key {error}") from None
     except (OSError, ValueError, TypeError, AttributeError) as error:

@@ -95,7 +95,8 @@ def test_bad_arguments_exit_with_2_and_a_message(bad, tmp_path, capsys):
 
 LADDER_RESULT_KEYS = {"variant", "budget", "gflops", "gflops_dense", "ms", "dense_ms", "speedup", "mean_ms",
                       "dense_mean_ms", "speedup_mean", "map50_vs_dense", "exit_rates"}
-LADDER_STAGE_KEYS = {"short_side", "tokens", "gflops", "ms", "speedup", "speedup_mean", "map50_vs_dense"}
+LADDER_STAGE_KEYS = {"short_side", "tokens", "reuse_from", "gflops", "ms", "speedup", "speedup_mean",
+                     "map50_vs_dense"}
 LADDER_SIDES = (128, 192, 256)
 
 
@@ -126,14 +127,14 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
             "--plot", str(plot)]
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "exit_thresholds", "not_built", "stages", "results"}
+    assert set(report) == {"machine", "exit_thresholds", "reuse", "not_built", "stages", "results"}
     assert [set(r) for r in report["stages"]] == [LADDER_STAGE_KEYS] * 2
-    assert [r["short_side"] for r in report["stages"]] == list(LADDER_SIDES[:-1])
+    assert [(r["short_side"], r["reuse_from"]) for r in report["stages"]] == [(s, None) for s in LADDER_SIDES[:-1]]
     assert report["exit_thresholds"] == {"file": "exits.json", "footage": "synthetic",
                                          "command": "written by the test"}
-    assert "reuse" in report["not_built"]
-    rows = report["results"]
-    expected = [(v, b) for v in bench_ladder.VARIANTS for b in (1.0, 0.5)]
+    assert report["reuse"] is None and "relation reuse" in report["not_built"]
+    rows = report["results"]  # no reuse modules for a model other than the default: no reuse rows
+    expected = [(v, b) for v in bench_ladder.VARIANTS if not v.endswith("_reuse") for b in (1.0, 0.5)]
     assert [(r["variant"], r["budget"]) for r in rows] == expected
     assert all(set(r) == LADDER_RESULT_KEYS for r in rows)
     by = {(r["variant"], r["budget"]): r for r in rows}
@@ -153,6 +154,33 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
     assert all(r["dense_ms"] == full["dense_ms"] > 0 and r["ms"] > 0 and r["mean_ms"] > 0 for r in rows)
     assert all(r["speedup_mean"] == pytest.approx(r["dense_mean_ms"] / r["mean_ms"], rel=1e-2) for r in rows)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_ladder_with_reuse_adds_its_rows_and_stage(ladder_dir, tmp_path):
+    """`--reuse DIR`: the reuse ladders and a stage fed by the one before it; the reuse rows
+    count the module's linears (it runs), and a stage with reuse costs its upstream stage too
+    (what the ladder passes on is checked in test_reuse.py)."""
+    from eventful_perception.reuse import FeatureReuse, ReuseConfig
+
+    module = FeatureReuse(ReuseConfig(32, 3, LADDER_SIDES[0], LADDER_SIDES[1]))
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(0))
+    module.save(tmp_path / "reuse" / "128-192")
+    out = tmp_path / "ladder.json"
+    thresholds = _thresholds_file(tmp_path / "exits.json", {"0.5": [math.inf, math.inf]})  # every stage runs
+    argv = ["bench", "vtest.avi", "--ladder", "--model", str(ladder_dir), "--budgets", "0.5", "--frames", "2",
+            "--warmup", "1", "--pan", "5", "--exit-thresholds", thresholds, "--reuse", str(tmp_path / "reuse"),
+            "--json", str(out)]
+    assert cli.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["reuse"] == str(tmp_path / "reuse")
+    by = {r["variant"]: r for r in report["results"]}
+    assert {"ladder_dense_reuse", "ladder_eventful_reuse"} <= set(by)
+    assert by["ladder_dense_reuse"]["gflops"] > by["ladder_dense"]["gflops"]  # the module's own linears
+    stages = {(r["short_side"], r["reuse_from"]): r for r in report["stages"]}
+    assert set(stages) == {(128, None), (192, None), (192, 128)}
+    assert stages[192, 128]["gflops"] > stages[192, None]["gflops"] + stages[128, None]["gflops"]
 
 
 @pytest.mark.parametrize("threshold, stage", [(0.0, 0), (math.inf, 2)])
@@ -182,7 +210,7 @@ def test_the_controller_row_runs_what_Ladder_runs(ladder_dir):
     model = load_model(ladder_dir)
     frames = bench.read_frames(video_path("vtest.avi"), 0, 6, None, 3)
     config = LadderConfig(LADDER_SIDES, {0.5: (0.15, 0.19)}, ladder_below=1.0)  # the ladder when moving
-    ladder, step = Ladder(model, config), bench_ladder.ladder_step(model, config, 0.5, "controller")
+    ladder, step = Ladder(model, config), bench_ladder.ladder_step(model, config, 0.5, "controller", {})
     state = ladder.new_state()
     stages = []
     for frame in frames:
@@ -215,6 +243,29 @@ def test_fit_exits_writes_a_file_the_ladder_loads_and_rejects_bad_arguments(tmp_
     # A larger budget lets more frames go on to the finest stage: a stricter exit threshold.
     assert config.exit_thresholds[0.5][0] <= config.exit_thresholds[1.0][0]
     assert "frames 0-2, pan 3 px/frame" in json.loads(out.read_text())["footage"]
-    for bad in (["--budgets", "0"], ["--frames", "0"], ["--score-low", "0.5"], ["--short-sides", "448,224"]):
+    assert config.reuse == ""  # the shipped reuse joins 224 and 336: not these stages
+    for bad in (["--budgets", "0"], ["--frames", "0"], ["--score-low", "0.5"], ["--short-sides", "448,224"],
+                ["--reuse", "default"], ["--reuse", str(tmp_path / "no_such")]):
         assert cli.main([*argv, *bad]) == 2
         assert "fit-exits: error:" in capsys.readouterr().err
+
+
+def test_fit_exits_calibrates_with_the_reuse_the_ladder_runs(tmp_path):
+    """The default stages get the shipped feature reuse, recorded in the file the ladder loads;
+    the 336 stage's confidence is that of the stage fed by the 224 stage of the same frame."""
+    from eventful_perception import fit_exits, load_model
+    from eventful_perception.granularity import ExitRule
+    from eventful_perception.reuse import load_reuse, pass_on
+
+    out = tmp_path / "exits.json"
+    assert cli.main(["fit-exits", "vtest.avi", "--frames", "1", "--budgets", "0.5", "--out", str(out)]) == 0
+    assert LadderConfig.from_file(out).reuse == "default"
+    model, modules = load_model("default"), load_reuse("default", (224, 336, 448))
+    frame = bench.read_frames(video_path("vtest.avi"), 0, 1, None, 3)[0]
+    confidences, _ = fit_exits.calibrate(model, [frame], (224, 336, 448), 0.1, modules)
+    fed = model.dense(frame, score_threshold=0.1, short_side=336,
+                      reuse=pass_on(modules[1], model.dense(frame, short_side=224), model.device))
+    plain = model.dense(frame, score_threshold=0.1, short_side=336)
+    rule = ExitRule((), 0.1, model.default_score_threshold)
+    assert confidences[0, 1] == pytest.approx(rule.confidence(fed.detections), abs=1e-6)
+    assert confidences[0, 1] != pytest.approx(rule.confidence(plain.detections), abs=1e-3)

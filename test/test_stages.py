@@ -79,6 +79,17 @@ def test_ladder_config_errors_name_the_file(tmp_path):
     path.write_text('{"short_sides": [224, 336], "score_low": 0.1, "exit_thresholds": {"0.5": []}}')
     with pytest.raises(ValueError, match="budget 0.5: expected 1 exit thresholds, got 0"):
         load_ladder_config(path)
+    path.write_text(f'{{"short_sides": [224, 336], "score_low": 0.1, "exit_thresholds": {{}}, '
+                    f'"reuse": "{tmp_path / "gone"}"}}')
+    with pytest.raises(ValueError, match=f"exit thresholds file {path}: feature reuse folder .*gone does not exist"):
+        load_ladder_config(path)
+
+
+def test_the_shipped_ladder_has_feature_reuse_for_the_default_detector_only(model):
+    shipped = load_ladder_config()
+    assert shipped.reuse == "default"
+    with pytest.raises(ValueError, match="trained for width 384 and 12 layers, the model has 32 and 3"):
+        Ladder(model, LadderConfig(shipped.short_sides, reuse="default"))
 
 
 def test_config_files_are_found_in_the_clone_and_missing_ones_named():

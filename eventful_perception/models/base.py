@@ -21,6 +21,7 @@ from ..eventful.gate import TokenLayout
 from ..eventful.policy import BudgetFraction, Policy, Threshold
 from ..eventful.state import PatchGrid
 from ..eventful.stream import Stream, StreamConfig
+from ..reuse import Reused
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, ModelInput, preprocess
 from .results import Detections, Result, Usage
 
@@ -154,9 +155,13 @@ class EventfulViT(nn.Module):
         counter: FlopCounter,
         stream: Stream | None = None,
         policy: Policy | None = None,
+        reuse: Reused | None = None,
     ) -> tuple[torch.Tensor, tuple[int, int], list[int]]:
-        """Final tokens (B, N, D), grid and tokens updated per block; dense when `stream` is None."""
+        """Final tokens (B, N, D), grid and tokens updated per block; dense when `stream` is None.
+        `reuse`: a coarser stage's tokens, added to every layer's input (`reuse.FeatureReuse`)."""
         x, grid = self.embed(pixels, counter)
+        reused = [None] * len(self.blocks) if reuse is None else reuse.offsets(
+            grid, self.first_patch_token, x.shape[1], counter)
         if stream is not None:
             key = (x.shape[1], x.device)
             if key not in self._layouts:
@@ -166,6 +171,8 @@ class EventfulViT(nn.Module):
             states = stream.blocks(len(self.blocks))
         per_block = []
         for i, (block, offset) in enumerate(zip(self.blocks, self.layer_offsets(grid))):
+            if reused[i] is not None:
+                x = x + reused[i]
             if stream is None:
                 x, updated = block.dense(x, counter), x.shape[1]
             else:
@@ -185,6 +192,7 @@ class EventfulViT(nn.Module):
         score_threshold: float | None = None,
         motion: tuple[float, float] | None = None,
         short_side: int | None = None,
+        reuse: Reused | None = None,
     ) -> Result:
         """Process the next frame of `stream`, recomputing about `budget` of the tokens.
 
@@ -194,7 +202,8 @@ class EventfulViT(nn.Module):
         in frame pixels (camera motion, e.g. from `GlobalMotion`); the stream's state then
         follows the content by whole patches (with `motion_alignment` "pixel" the frame is also
         translated by the remainder), so content that only moved is not recomputed.
-        `short_side` overrides the model's input scale (use one stream per scale).
+        `short_side` overrides the model's input scale (use one stream per scale); `reuse`
+        passes a coarser stage's tokens of the same frame on (DVT feature reuse).
         """
         start = time.perf_counter()
         policy = resolve_policy(budget, policy, threshold)
@@ -208,7 +217,7 @@ class EventfulViT(nn.Module):
                 translation = (0, 0) if full or motion is None else self._follow(stream, motion, model_input)
                 full = stream.empty
                 pixels = translate(model_input.pixels, *translation)
-                tokens, grid, per_block = self.encode(pixels, counter, stream, policy)
+                tokens, grid, per_block = self.encode(pixels, counter, stream, policy, reuse)
                 detections = self._detections(tokens, grid, model_input, counter, score_threshold,
                                               translation)
         except BaseException:
@@ -230,13 +239,13 @@ class EventfulViT(nn.Module):
         return (0, 0) if stream.empty or stream.config.motion_alignment == "patch" else translation
 
     def dense(self, frame: np.ndarray, score_threshold: float | None = None,
-              short_side: int | None = None) -> Result:
+              short_side: int | None = None, reuse: Reused | None = None) -> Result:
         """The plain (non-eventful) model on one frame; no state."""
         start = time.perf_counter()
         model_input = self.preprocess(frame, short_side)
         counter = FlopCounter()
         with torch.inference_mode():
-            tokens, grid, per_block = self.encode(model_input.pixels, counter)
+            tokens, grid, per_block = self.encode(model_input.pixels, counter, reuse=reuse)
             detections = self._detections(tokens, grid, model_input, counter, score_threshold)
         return self._result(tokens, per_block, detections, grid, model_input, counter, start, 0, True)
 

@@ -24,6 +24,7 @@ from eventful_perception.training import footage
 from eventful_perception.training.features import Backbones, load_features, save_features
 from eventful_perception.training.labels import FrameLabels, LabelConfig, label_video, load_labels, save_labels, still_labels
 from eventful_perception.training.samples import SampleSpec, plan, render
+from eventful_perception.training.reuse import ReuseTrainConfig
 from eventful_perception.training.train import TrainConfig, token_table, train_head
 
 
@@ -92,7 +93,7 @@ def _feature_path(spec: SampleSpec) -> Path:
 def step_train(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels]], specs: list[SampleSpec],
                sizes: dict[str, tuple[int, int]]) -> None:
     """Train the head on all samples and write it to `--out`."""
-    config = TrainConfig(epochs=args.epochs, mlp_dim=args.mlp_dim, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs or TrainConfig.epochs, mlp_dim=args.mlp_dim, seed=args.seed)
     pairs = []
     for spec in tqdm(specs, desc="targets", unit="sample"):
         blank = np.zeros((*sizes[spec.source], 3), np.uint8)  # only the label geometry is needed
@@ -107,16 +108,28 @@ def step_train(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels
     print(f"[train] head -> {args.out}", flush=True)
 
 
+def step_reuse(args: argparse.Namespace) -> int:
+    """Distil DVT feature reuse for the default detector's ladder into `--out`/reuse/."""
+    from eventful_perception.models.loading import load_model
+    from eventful_perception.training.reuse import run_reuse
+
+    config = ReuseTrainConfig(epochs=args.epochs or ReuseTrainConfig.epochs, seed=args.seed)
+    run_reuse(load_model("default"), _work_dir() / "reuse", args.out / "reuse", config)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen step and the steps it needs."""
     torch.set_num_threads(args.threads)
     args.out = Path(args.out)
-    if args.step != "evaluate":
+    if args.step not in ("evaluate", "reuse"):
         labels = step_labels(args)
     if args.step in ("features", "train", "all"):
         specs, sizes = step_features(args, labels)
     if args.step in ("train", "all"):
         step_train(args, labels, specs, sizes)
+    if args.step == "reuse":
+        return step_reuse(args)
     if args.step in ("evaluate", "all"):
         from eventful_perception.training.evaluate import evaluate_head
 
@@ -128,13 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The training command line."""
     parser = argparse.ArgumentParser(prog="python -m eventful_perception.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", nargs="?", default="all", choices=("labels", "features", "train", "evaluate", "all"),
+    parser.add_argument("step", nargs="?", default="all",
+                        choices=("labels", "features", "train", "evaluate", "all", "reuse"),
                         help="pipeline step: labels, features and train run the steps before "
                              "them too (reusing their cache); evaluate scores the head already in "
-                             "--out; default: all")
+                             "--out; reuse distils the granularity ladder's feature reuse "
+                             "(224 -> 336) for the default detector into --out/reuse/ (not part "
+                             "of all); default: all")
     parser.add_argument("--out", default=str(assets.default_head_dir()),
                         help="folder for the head weights and metrics.json (default: the committed one)")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default: {TrainConfig.epochs} (head), {ReuseTrainConfig.epochs} (reuse)")
     parser.add_argument("--mlp-dim", type=int, default=TrainConfig.mlp_dim)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="sample plan and training seed")
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime CPU threads")
