@@ -26,6 +26,8 @@ _LAZY = {
     "Ladder": "eventful_perception.granularity",
     "LadderConfig": "eventful_perception.granularity",
     "load_ladder_config": "eventful_perception.stages",
+    "FeatureReuse": "eventful_perception.reuse",
+    "load_reuse": "eventful_perception.reuse",
 }
 
 __all__ = list(_LAZY)

@@ -194,7 +194,7 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
     if config.short_sides[-1] != model.short_side:
         raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
                          f"short side ({model.short_side}), the reference")
-    reuse = check_reuse(dict(reuse or {}), config.short_sides)
+    reuse = check_reuse(dict(reuse or {}), config.short_sides, model)
     rows, alone = runners(model, config, budgets, reuse), _stage_runners(model, config, reuse)
     reference = DenseReference()
     for i, frame in enumerate(tqdm(frames, desc="bench ladder", unit="frame", file=sys.stderr)):

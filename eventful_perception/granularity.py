@@ -13,9 +13,9 @@ stage whose exit rule is satisfied. The controller's law, per frame:
   patches (motion-compensated gating), a still camera's is not (its estimates are noise that
   would add up);
 - moving camera (or motion unknown) at a budget < `ladder_below`: the ladder from the coarsest
-  stage, every stage dense (gating saves little when everything moves), exits fitted so that
-  the mean cost is `budget` of the finest dense stage (DVT's fitting; `fit_exits`, thresholds in
-  `config/`).
+  stage, every stage dense (gating saves little when everything moves), a stage fed by the one
+  before it where a feature-reuse module exists (`reuse.py`), exits fitted so that the mean cost
+  is `budget` of the finest dense stage (DVT's fitting; `fit_exits`, thresholds in `config/`).
 
 Budget means one thing in every case: the fraction of the finest stage's dense compute.
 `ladder_below` comes from measurement (README "Performance"): on a panning `vtest.avi` and on
@@ -223,7 +223,7 @@ class Ladder:
         self.model = model
         self.config = config
         modules = load_reuse(config.reuse, config.short_sides) if reuse is None else dict(reuse)
-        self.reuse = {k: m.to(model.device, model.dtype) for k, m in check_reuse(modules, config.short_sides, model).items()}
+        self.reuse = check_reuse(modules, config.short_sides, model)
         self._finest_gflops: dict[tuple[int, int], float] = {}  # frame size -> finest dense GFLOPs
 
     def new_state(self, stream_config: StreamConfig | None = None) -> LadderState:

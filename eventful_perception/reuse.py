@@ -125,7 +125,8 @@ def pass_on(module: FeatureReuse | None, result: Result, device: torch.device) -
 def check_reuse(modules: dict[int, FeatureReuse], short_sides: tuple[int, ...],
                 model: EventfulViT | None = None) -> dict[int, FeatureReuse]:
     """`modules` (downstream stage index -> module) if each joins the stages it was trained
-    between (and fits `model`'s width and depth); ValueError otherwise."""
+    between (and fits `model`'s width and depth: then moved to its device and dtype);
+    ValueError otherwise."""
     for stage, module in modules.items():
         if model is not None and (module.config.hidden_size, module.config.layers) != (
                 model.config.hidden_size, len(model.blocks)):
@@ -140,6 +141,8 @@ def check_reuse(modules: dict[int, FeatureReuse], short_sides: tuple[int, ...],
         if found != expected:
             raise ValueError(f"feature reuse into stage {stage} expects short sides {expected}, "
                              f"the module was trained for {found}")
+        if model is not None:
+            module.to(model.device, model.dtype)
     return modules
 
 

@@ -195,12 +195,15 @@ def run_reuse(model: EventfulViT, work: Path, out: Path, config: ReuseTrainConfi
                 save_target(make_target(model, rgb, config), path)
         samples.append((rgb, load_target(path)))
     print(f"[reuse] {len(samples)} samples, {sum(len(t.boxes) for _, t in samples)} person boxes", flush=True)
-    print(f"[reuse] distillation loss without reuse: {mean_loss(model, None, samples, config):.3f}", flush=True)
+    before = mean_loss(model, None, samples, config)
+    print(f"[reuse] distillation loss without reuse: {before:.3f}", flush=True)
     module = train_reuse(model, samples, config)
-    print(f"[reuse] distillation loss with reuse: {mean_loss(model, module, samples, config):.3f}", flush=True)
+    after = mean_loss(model, module, samples, config)
+    print(f"[reuse] distillation loss with reuse: {after:.3f}", flush=True)
     folder = out / f"{config.upstream_side}-{config.downstream_side}"
     module.save(folder)
-    (folder / "training.json").write_text(
-        json.dumps(asdict(config) | {"samples": len(samples)}, indent=2) + "\n")
+    recipe = asdict(config) | {"samples": len(samples), "loss_without_reuse": round(before, 3),
+                               "loss_with_reuse": round(after, 3)}
+    (folder / "training.json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"[reuse] module -> {folder}", flush=True)
     return module
