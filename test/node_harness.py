@@ -197,8 +197,9 @@ class Peer:
             return any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
         self.spin_until(matched, timeout, f"a reliable subscription on {full}", process)
 
-    def set_parameters(self, values: dict[str, Any], timeout: float = 20.0) -> list:
-        """Call the node's `set_parameters` service, as `ros2 param set` does; return results."""
+    def set_parameters(self, values: dict[str, Any], timeout: float = 60.0) -> list:
+        """Call the node's `set_parameters` service, as `ros2 param set` does; return results.
+        (A node still loading its model answers once it spins: 21.7 s once in a loaded full run.)"""
         client = self.node.create_client(SetParameters, "eventful_detector/set_parameters")
         self.spin_until(lambda: client.service_is_ready(), timeout, "set_parameters service")
         request = SetParameters.Request(parameters=[
