@@ -164,6 +164,17 @@ def test_thresholds_file_that_does_not_fit_its_stages_is_rejected(running):
         result.reason)
 
 
+def test_thresholds_file_whose_feature_reuse_does_not_fit_the_model_is_rejected(running):
+    """The shipped reuse modules are the default detector's (width 384, 12 layers); the node's
+    tiny model has width 32 and 2 layers: rejected at set time, not at the next frame."""
+    other = running.folder / "reuse.json"
+    written = json.loads(thresholds_file(other, short_sides=(224, 336, 448)).read_text())
+    other.write_text(json.dumps(written | {"reuse": "default"}))
+    [result] = running.peer.set_parameters({"exit_thresholds_file": str(other)})
+    assert not result.successful
+    assert "trained for width 384 and 12 layers, the model has 32 and 2" in result.reason
+
+
 def test_invalid_granularity_at_start_up_stops_the_node_with_one_clear_line():
     process = DetectorProcess({"model": str(tiny_yolos()), "granularity": "adaptive",
                                "exit_thresholds_file": "/no/such/thresholds.json"})

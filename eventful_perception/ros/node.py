@@ -23,6 +23,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import BatteryState
 from std_msgs.msg import Float32
 
+from eventful_perception.granularity import Ladder
 from eventful_perception.ros import model as models
 from eventful_perception.ros.camera import CameraPipeline
 from eventful_perception.ros.camera_input import CameraInput
@@ -166,10 +167,21 @@ class EventfulDetectorNode(LifecycleNode):
         values.update({parameter.name: parameter.value for parameter in parameters})
         try:
             settings = Settings.from_values(values)
+            self._check_ladder(settings)
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         self._settings = settings  # picked up by the inference thread at its next frame
         return SetParametersResult(successful=True)
+
+    def _check_ladder(self, settings: Settings) -> None:
+        """A new ladder config must fit the loaded model (its feature reuse: width and depth),
+        or the next frame would fail to build the camera's ladder; ValueError otherwise."""
+        if settings.ladder is None or self._model is None or settings.ladder == self._settings.ladder:
+            return
+        try:
+            Ladder(self._model, settings.ladder)
+        except ValueError as error:
+            raise ValueError(f"exit_thresholds_file: {error}") from None
 
     # Inputs, frames and diagnostics ---------------------------------------------------------
     def _on_battery(self, msg: BatteryState) -> None:
