@@ -73,10 +73,10 @@ def send_burst(node: NodeUnderFault, frames: list, sec: int) -> tuple[list, floa
 
 
 def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
-    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens). Three
-    bursts: the first two bring the allocators (glibc arenas, Fast DDS pools) to their steady
-    state (after one, a fresh clone's run still grew 31 MB in the next), the third is measured.
-    A queue shows in the newest frame's age, a leak in the RSS."""
+    """The model needs far longer than 1/60 s per frame (short side 800: ~3300 tokens). Four
+    bursts: the first two bring the allocators (glibc arenas, Fast DDS pools) towards their
+    steady state, the third is measured, and the RSS is read around the third and the fourth.
+    A queue shows in the newest frame's age, a leak in an RSS that grows on every burst."""
     frames = video_frames(8)
     node = NodeUnderFault({"short_side": 800})
     try:
@@ -95,14 +95,16 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
         values = node.values()
         warned = [s for a in node.arrays for s in a.status
                   if s.level == DiagnosticStatus.WARN and "frames dropped" in s.message]
+        send_burst(node, frames, 1030)
+        rss = [before_mb, after_mb, rss_mb(node.process.proc.pid)]
     finally:
         node.close()
     received, dropped = int(values["frames received"]), int(values["frames dropped (newest kept)"])
     latency_s = max(u.latency_ms for u in burst) / 1e3
     print(f"three bursts: sent {3 * BURST_FRAMES}, received {received - 3}, processed "
           f"{len(first) - 3} + {len(burst)}, dropped {dropped}, newest answered {age_s:.2f} s after "
-          f"publishing (max latency {latency_s:.2f} s), RSS in the last burst {before_mb:.0f} -> "
-          f"{after_mb:.0f} MB")
+          f"publishing (max latency {latency_s:.2f} s), RSS around the last two bursts "
+          f"{' -> '.join(f'{mb:.0f}' for mb in rss)} MB")
     assert status is not None and received <= 3 + 3 * BURST_FRAMES
     assert len(first) + len(burst) + dropped == received  # every received frame processed or dropped
     # One frame at a time: from the burst's start to the newest answer the worker fits at most
@@ -115,5 +117,8 @@ def test_a_60_hz_burst_processes_only_the_newest_frame_without_a_backlog():
     assert stamps == sorted(stamps) and stamps[-1] == stamp_of(sent[-1])  # newest, in order
     # No backlog: the newest frame waited for at most the frame in flight, not for a queue.
     assert age_s <= 3 * latency_s + 1.0, (age_s, latency_s, time.monotonic() - start)
-    # Flat: 0 MB in local runs; a node that keeps every received message grew by 48 MB per burst.
-    assert after_mb - before_mb < 25, (before_mb, after_mb)
+    # Flat: a leak grows on every burst (a node that keeps every received message: +48 MB per
+    # burst); the allocators' own growth does not repeat (0 MB in local runs, but +41 MB in one
+    # burst of a fresh clone's full run, after two warm-up bursts).
+    growth = [later - earlier for earlier, later in zip(rss, rss[1:])]
+    assert min(growth) < 25, rss
