@@ -11,7 +11,7 @@ start at zero, so training starts from the stage without reuse.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +73,8 @@ def plan_samples(config: ReuseTrainConfig) -> list[SampleSpec]:
     specs = []
     for span in footage.TRAIN_VIDEOS:
         first = max(span.start, REUSE_FIRST_VTEST_FRAME) if span.name == "vtest.avi" else span.start
-        stop = min(span.stop or footage.frame_count(span.name), footage.frame_count(span.name))
-        frames = range(first, stop, max(1, span.step // config.frames_every))
+        denser = replace(span, start=first, step=max(1, span.step // config.frames_every))
+        frames = denser.frames(footage.frame_count(span.name))
         width = _frame_width(span.name)
         for frame in frames:
             window = None
