@@ -2,8 +2,8 @@
 
 Each token looks only at itself, so under the Eventful method a token that was not updated keeps
 exactly its previous prediction. A token predicts the distances from its centre to the four box
-sides (FCOS-style, in patch units, log-encoded); scores are `sigmoid(objectness) * p(class)`
-raised to a calibration exponent, followed by a score threshold and class-aware NMS in plain torch.
+sides (FCOS-style, in patch units, log-encoded); scores are `sigmoid(objectness) * p(class)`,
+followed by a score threshold and class-aware NMS in plain torch.
 """
 from __future__ import annotations
 
@@ -36,16 +36,11 @@ class TokenHeadConfig:
     nms_containment: float = 0.6
     max_candidates: int = 300  # best-scoring tokens kept before NMS, bounds its quadratic cost
     max_detections: int = 100
-    # Calibration fitted after training (`training/calibration.py`): scores are raised to this
-    # power so that 0.5 is the best operating point on the training frames at every scale.
-    score_exponent: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
         if not self.labels:
             raise ValueError("a TokenHead needs at least one label")
-        if self.score_exponent <= 0:
-            raise ValueError(f"score_exponent must be > 0, got {self.score_exponent}")
 
 
 @dataclass(frozen=True)
@@ -128,7 +123,7 @@ class TokenHead(nn.Module):
         boxes = decode_boxes(outputs.log_distances, grid, patch_size)  # (B, N, 4)
         boxes[..., 0::2] = boxes[..., 0::2].clamp(0, width * patch_size)
         boxes[..., 1::2] = boxes[..., 1::2].clamp(0, height * patch_size)
-        scores, classes = token_scores(outputs, self.config.score_exponent).max(dim=-1)  # (B, N), (B, N)
+        scores, classes = token_scores(outputs).max(dim=-1)  # (B, N), (B, N)
         return [self._select(b, s, c, score_threshold) for b, s, c in zip(boxes, scores, classes)]
 
     def _select(self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
@@ -146,10 +141,9 @@ class TokenHead(nn.Module):
         )
 
 
-def token_scores(outputs: TokenOutputs, exponent: float = 1.0) -> torch.Tensor:
-    """Per-token, per-class detection scores (B, N, C): (sigmoid(objectness) * softmax(classes)) ** exponent."""
-    scores = torch.sigmoid(outputs.objectness).unsqueeze(-1) * outputs.class_logits.softmax(dim=-1)
-    return scores if exponent == 1.0 else scores ** exponent
+def token_scores(outputs: TokenOutputs) -> torch.Tensor:
+    """Per-token, per-class detection scores (B, N, C): sigmoid(objectness) * softmax(classes)."""
+    return torch.sigmoid(outputs.objectness).unsqueeze(-1) * outputs.class_logits.softmax(dim=-1)
 
 
 def token_centers(grid: tuple[int, int], patch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,6 @@ from tqdm import tqdm
 
 from eventful_perception import assets
 from eventful_perception.training import footage
-from eventful_perception.training.calibration import calibrate
 from eventful_perception.training.features import Backbones, load_features, save_features
 from eventful_perception.training.labels import FrameLabels, LabelConfig, label_video, load_labels, save_labels, still_labels
 from eventful_perception.training.samples import SampleSpec, plan, render
@@ -94,8 +93,7 @@ def _feature_path(spec: SampleSpec) -> Path:
 def step_train(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels]], specs: list[SampleSpec],
                sizes: dict[str, tuple[int, int]]) -> None:
     """Train the head on all samples and write it to `--out`."""
-    config = TrainConfig(epochs=args.epochs or TrainConfig.epochs, mlp_dim=args.mlp_dim, seed=args.seed,
-                         centreness_power=args.centreness_power)
+    config = TrainConfig(epochs=args.epochs or TrainConfig.epochs, mlp_dim=args.mlp_dim, seed=args.seed)
     pairs = []
     for spec in tqdm(specs, desc="targets", unit="sample"):
         blank = np.zeros((*sizes[spec.source], 3), np.uint8)  # only the label geometry is needed
@@ -103,15 +101,9 @@ def step_train(args: argparse.Namespace, labels: dict[str, dict[int, FrameLabels
     table = token_table(pairs)
     print(f"[train] {len(specs)} samples, {len(table.tokens)} tokens, {int(table.positive.sum())} positive", flush=True)
     head = train_head(table, config)
-    whole = [pair for pair, spec in zip(pairs, specs) if spec.crop is None and not spec.flip]
-    calibration = calibrate(head, whole)
-    head.config = replace(head.config, score_exponent=calibration.exponent)
-    print(f"[train] calibration on {len(whole)} whole training frames: F1-best raw threshold "
-          f"{calibration.threshold:.2f} (F1 {calibration.f1:.3f}) -> score exponent {calibration.exponent:.4f}",
-          flush=True)
     head.save(args.out)
     recipe = {"train_config": asdict(config), "label_config": asdict(LabelConfig()), "samples": len(specs),
-              "tokens": len(table.tokens), "calibration": asdict(calibration) | {"frames": len(whole)}}
+              "tokens": len(table.tokens)}
     (Path(args.out) / "training.json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"[train] head -> {args.out}", flush=True)
 
@@ -161,8 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"default: {TrainConfig.epochs} (head), {ReuseTrainConfig.epochs} (reuse)")
     parser.add_argument("--mlp-dim", type=int, default=TrainConfig.mlp_dim)
-    parser.add_argument("--centreness-power", type=float, default=TrainConfig.centreness_power,
-                        help="objectness target = IoU x centreness ** this (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed, help="sample plan and training seed")
     parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime CPU threads")
     parser.add_argument("--force", action="store_true", help="recompute cached teacher labels")

@@ -71,7 +71,7 @@ def predict(head: TokenHead, features: SampleFeatures, score_threshold: float) -
     return detections.scaled(*features.scale)
 
 
-def ground_truth(labels: FrameLabels) -> GroundTruth:
+def _truth(labels: FrameLabels) -> GroundTruth:
     return GroundTruth(labels.boxes, ["person"] * len(labels.boxes), labels.ignore)
 
 
@@ -95,7 +95,7 @@ def scale_metrics(head: TokenHead, features: FrameFeatures, short_side: int, thr
     out = {}
     hand = [(v, f, l) for v, frames in hand_labels().items() for f, l in sorted(frames.items())]
     found = {(v, f): predict(head, features.get(v, [f], short_side)[f], EVAL_SCORE_THRESHOLD) for v, f, _ in hand}
-    predictions, truths = [found[(v, f)] for v, f, _ in hand], [ground_truth(l) for _, _, l in hand]
+    predictions, truths = [found[(v, f)] for v, f, _ in hand], [_truth(l) for _, _, l in hand]
     out["hand_precision"], out["hand_recall"] = precision_recall(predictions, truths, threshold)
     out["hand_map50"] = mean_average_precision(predictions, truths)
     predictions, truths, tall = [], [], []
@@ -104,7 +104,7 @@ def scale_metrics(head: TokenHead, features: FrameFeatures, short_side: int, thr
         frame_features = features.get(span.name, sorted(labels), short_side)
         for frame, label in sorted(labels.items()):
             predictions.append(predict(head, frame_features[frame], EVAL_SCORE_THRESHOLD))
-            truths.append(ground_truth(label))
+            truths.append(_truth(label))
             if span.name == "vtest.avi":
                 tall.append((predictions[-1], _tall_only(label)))
         out[f"teacher_map50_{span.name}"] = mean_average_precision(predictions[-len(labels):], truths[-len(labels):])

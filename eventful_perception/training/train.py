@@ -30,9 +30,6 @@ class TrainConfig:
     weight_decay: float = 0.05
     mlp_dim: int = 256
     seed: int = 0
-    # Objectness target = IoU x centreness ** this: > 0 makes border tokens, whose boxes drift
-    # most when the content shifts, score below the centre token of their object.
-    centreness_power: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +70,7 @@ def train_head(table: TokenTable, config: TrainConfig) -> TokenHead:
     for _ in progress:
         losses = []
         for batch in torch.randperm(len(table.tokens)).split(config.batch_tokens):
-            loss = detection_loss(head, table, batch, config.centreness_power)
+            loss = detection_loss(head, table, batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -83,14 +80,12 @@ def train_head(table: TokenTable, config: TrainConfig) -> TokenHead:
     return head.eval()
 
 
-def detection_loss(head: TokenHead, table: TokenTable, batch: torch.Tensor,
-                   centreness_power: float = TrainConfig.centreness_power) -> torch.Tensor:
+def detection_loss(head: TokenHead, table: TokenTable, batch: torch.Tensor) -> torch.Tensor:
     """Quality focal loss with IoU targets + centreness-weighted GIoU and L1 box losses.
 
     The objectness target of a positive token is the IoU of its own predicted box with its
-    assigned box (GFL / VarifocalNet) times its centreness ** `centreness_power`, so a score
-    estimates box quality the same way at every input scale, and tokens whose boxes are poor or
-    drift when the content shifts (border tokens, duplicates NMS could not merge) score low.
+    assigned box (GFL / VarifocalNet), so a score estimates box quality the same way at every
+    input scale, and tokens whose boxes are poor (duplicates that NMS could not merge) score low.
     """
     outputs = head(table.tokens[batch].float())
     positive, counted = table.positive[batch], ~table.ignore[batch]
@@ -98,8 +93,8 @@ def detection_loss(head: TokenHead, table: TokenTable, batch: torch.Tensor,
     predicted = decode_at(outputs.log_distances[positive], centers, PATCH_SIZE)  # (P, 4)
     assigned = table.boxes[batch][positive]  # (P, 4)
     quality = torch.zeros(len(batch))
+    quality[positive] = paired_iou(predicted.detach(), assigned)
     weight = table.weight[batch][positive]  # (P,) border tokens matter less
-    quality[positive] = paired_iou(predicted.detach(), assigned) * weight ** centreness_power
     norm = weight.sum().clamp(min=1.0)
     objectness = quality_focal_loss(outputs.objectness[counted], quality[counted]) / norm
     giou = ((1 - generalized_iou(predicted, assigned)) * weight).sum() / norm
