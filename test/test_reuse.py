@@ -2,6 +2,7 @@
 input, the Eventful gates seeing a change of the reused tokens, the ladder passing a stage's tokens
 of the same frame on, loading, and distillation lowering its loss."""
 import math
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -182,3 +183,20 @@ def test_distillation_lowers_its_loss(tiny_dinov2_dir, vtest_frames):
     trained = train_reuse(model, samples, config)
     assert mean_loss(model, trained, samples, config) < 0.8 * mean_loss(model, None, samples, config)
     assert all(not p.requires_grad for p in model.parameters())
+
+
+def test_cached_targets_belong_to_one_head(tiny_dinov2_dir):
+    """The targets are a head's detections: other NMS settings or other weights get other files."""
+    from eventful_perception.training.reuse import _head_digest
+
+    torch.manual_seed(0)
+    head = TokenHead(TokenHeadConfig(("person",), 32, mlp_dim=16)).eval()
+    model = load_checkpoint(tiny_dinov2_dir, 112, head).eval()
+    digest = _head_digest(model)
+    assert _head_digest(load_checkpoint(tiny_dinov2_dir, 112, head).eval()) == digest
+    head.config = replace(head.config, nms_iou=0.4)
+    assert _head_digest(model) != digest
+    head.config = replace(head.config, nms_iou=0.5)
+    with torch.no_grad():
+        head.box.bias.add_(1e-3)
+    assert _head_digest(model) != digest

@@ -10,6 +10,7 @@ start at zero, so training starts from the stage without reuse.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -189,7 +190,7 @@ def run_reuse(model: EventfulViT, work: Path, out: Path, config: ReuseTrainConfi
     specs = plan_samples(config)
     samples = []
     for spec, rgb in tqdm(_rendered(specs), total=len(specs), desc="reuse targets", unit="sample"):
-        path = work / f"{config.upstream_side}-{config.downstream_side}" / f"{spec.key}.safetensors"
+        path = work / _stages(config) / _head_digest(model) / f"{spec.key}.safetensors"
         if not path.is_file():
             with torch.inference_mode():
                 save_target(make_target(model, rgb, config), path)
@@ -200,10 +201,22 @@ def run_reuse(model: EventfulViT, work: Path, out: Path, config: ReuseTrainConfi
     module = train_reuse(model, samples, config)
     after = mean_loss(model, module, samples, config)
     print(f"[reuse] distillation loss with reuse: {after:.3f}", flush=True)
-    folder = out / f"{config.upstream_side}-{config.downstream_side}"
+    folder = out / _stages(config)
     module.save(folder)
     recipe = asdict(config) | {"samples": len(samples), "loss_without_reuse": round(before, 3),
                                "loss_with_reuse": round(after, 3)}
     (folder / "training.json").write_text(json.dumps(recipe, indent=2) + "\n")
     print(f"[reuse] module -> {folder}", flush=True)
     return module
+
+
+def _stages(config: ReuseTrainConfig) -> str:
+    return f"{config.upstream_side}-{config.downstream_side}"
+
+
+def _head_digest(model: EventfulViT) -> str:
+    """Targets are the head's detections: a retrained head must not reuse the old ones."""
+    digest = hashlib.sha256(json.dumps(asdict(model.head.config), sort_keys=True).encode())
+    for name, tensor in sorted(model.head.state_dict().items()):
+        digest.update(name.encode() + tensor.float().numpy().tobytes())
+    return digest.hexdigest()[:12]
