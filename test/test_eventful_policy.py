@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from eventful_perception.eventful.gate import TokenBuffer, TokenGate, TokenLayout
-from eventful_perception.eventful.policy import BudgetFraction, Threshold, TopR
+from eventful_perception.eventful.policy import BudgetFraction, Prioritized, Threshold, TopR, detection_priority
 from eventful_perception.eventful.state import BufferState, GateState
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -77,3 +77,24 @@ def test_gate_with_policy_selecting_all_returns_none():
     index, rows = gate(state, torch.ones(2, 4, 3), BudgetFraction(1.0), layout)
     assert index is None
     assert torch.equal(state.reference, torch.ones(2, 4, 3))
+
+
+def test_prioritized_policy_ranks_weighted_errors():
+    errors = torch.tensor([[5.0, 4.0, 3.0, 1.0]])
+    weights = torch.tensor([[1.0, 1.0, 2.0, 1.0]])  # token 2: 3 x 2 = 6 beats 5
+    picks = Prioritized(TopR(2), weights)(errors)
+    assert sorted(picks[0].tolist()) == [0, 2]
+    assert sorted(TopR(2)(errors)[0].tolist()) == [0, 1]
+    with pytest.raises(ValueError, match="priority weights"):
+        Prioritized(TopR(2), weights[:, :3])(errors)
+
+
+def test_detection_priority_spreads_each_score_one_patch_around():
+    """A 4 x 5 grid with one token scoring 0.5 at (1, 1) and one 0.25 at (3, 4), strength 4."""
+    scores = torch.zeros(1, 20)
+    scores[0, 1 * 5 + 1], scores[0, 3 * 5 + 4] = 0.5, 0.25
+    weights = detection_priority(scores, (4, 5), 4.0).reshape(4, 5)
+    expected = torch.ones(4, 5)
+    expected[2:4, 3:5] = 2.0  # 1 + 4 * 0.25 within one patch of (3, 4)
+    expected[0:3, 0:3] = 3.0  # 1 + 4 * 0.5 within one patch of (1, 1)
+    assert torch.equal(weights, expected)

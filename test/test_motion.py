@@ -53,7 +53,8 @@ def test_translate_moves_content_and_replicates_edges():
 
 @pytest.fixture(scope="module")
 def pan_run(single_thread, vtest_frames):
-    """mAP50 vs the dense model over a 3 px/frame pan at budget 0.1, per compensation."""
+    """mAP50 vs the dense model over a 3 px/frame pan at budget 0.1, per compensation and
+    detection-aware gating strength (off unless asked: these tests isolate the compensation)."""
     model = load_model("default")
     frames = list(panning(vtest_frames, 640, 3))
     truths = []
@@ -61,8 +62,9 @@ def pan_run(single_thread, vtest_frames):
         dense = model.dense(frame).detections
         truths.append(GroundTruth(dense.boxes, dense.labels))
 
-    def run(alignment: str | None, wrong_sign: bool = False) -> float:
-        stream, motion = model.new_stream(StreamConfig(motion_alignment=alignment or "pixel")), GlobalMotion()
+    def run(alignment: str | None, wrong_sign: bool = False, priority: float = 0.0) -> float:
+        config = StreamConfig(motion_alignment=alignment or "pixel", score_priority=priority)
+        stream, motion = model.new_stream(config), GlobalMotion()
         found = []
         for frame in frames:
             estimate = motion(frame)
@@ -84,6 +86,27 @@ def test_motion_compensated_gating_keeps_a_pan_close_to_dense(pan_run):
           f"wrong sign {wrong:.3f}")
     assert compensated >= 0.65
     assert plain < 0.55 and wrong < 0.55
+
+
+def test_detection_aware_gating_keeps_a_pan_close_to_dense(pan_run, monkeypatch):
+    """The same pan, uncompensated, with the default `score_priority` (4): the tokens around the
+    previous frame's detections are recomputed first. Measured: 0.950 (0.421 without); with the
+    map's tokens shuffled 0.462. (Flipped upside down it still gave 0.946: vtest's walkers keep
+    to the middle rows, so a vertical flip leaves them prioritised.)"""
+    from eventful_perception.models import base
+
+    prioritized = pan_run(None, priority=4.0)
+    right = base.detection_priority
+
+    def shuffled(scores, grid, strength):
+        order = torch.randperm(scores.shape[1], generator=torch.Generator().manual_seed(0))
+        return right(scores[:, order], grid, strength)
+
+    monkeypatch.setattr(base, "detection_priority", shuffled)
+    misplaced = pan_run(None, priority=4.0)
+    print(f"mAP50 vs dense at budget 0.1: prioritized {prioritized:.3f}, misplaced priority {misplaced:.3f}")
+    assert prioritized >= 0.85
+    assert misplaced < 0.7
 
 
 def mean_best_iou(found, truth) -> float:

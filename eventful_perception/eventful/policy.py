@@ -1,7 +1,8 @@
 """Token selection policies: stateless callables `(errors (B, N)) -> indices (B, M)`.
 
 A policy never sees the tokens that are always computed (class, register, detection tokens);
-the gate adds those itself. Policies can be swapped between any two frames.
+the gate adds those itself. Policies can be swapped between any two frames. `Prioritized` scales
+the errors first, e.g. by where the previous frame's detections were (`detection_priority`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 
 class Policy(Protocol):
@@ -70,3 +72,30 @@ class Threshold:
         values, indices = masked.topk(m, dim=-1)  # (B, m)
         best = errors.argmax(dim=-1, keepdim=True)  # (B, 1)
         return torch.where(values > float("-inf"), indices, best)
+
+
+# A token within this many patches of a scored token shares its priority: the box of a person
+# comes from any of its tokens, and the best one moves to a neighbour as the person walks.
+PRIORITY_REACH = 1
+
+
+@dataclass(frozen=True)
+class Prioritized:
+    """`policy` on the errors scaled per token by `weights` (B, N), e.g. `detection_priority`."""
+
+    policy: Policy
+    weights: torch.Tensor
+
+    def __call__(self, errors: torch.Tensor) -> torch.Tensor:
+        if errors.shape != self.weights.shape:
+            raise ValueError(f"priority weights {tuple(self.weights.shape)} do not match the gated "
+                             f"tokens {tuple(errors.shape)}")
+        return self.policy(errors * self.weights)
+
+
+def detection_priority(scores: torch.Tensor, grid: tuple[int, int], strength: float) -> torch.Tensor:
+    """Weights (B, h*w) = 1 + strength * the highest detection score (B, h*w, row-major) of a
+    token within `PRIORITY_REACH` patches."""
+    reach = 2 * PRIORITY_REACH + 1
+    nearby = F.max_pool2d(scores.reshape(-1, 1, *grid), reach, stride=1, padding=PRIORITY_REACH)
+    return 1.0 + strength * nearby.reshape(scores.shape)

@@ -18,7 +18,7 @@ from torch import nn
 from ..eventful.block import EventfulBlock, FrameStep, LayerOps
 from ..eventful.counting import FlopCounter
 from ..eventful.gate import TokenLayout
-from ..eventful.policy import BudgetFraction, Policy, Threshold
+from ..eventful.policy import BudgetFraction, Policy, Prioritized, Threshold, detection_priority
 from ..eventful.state import PatchGrid
 from ..eventful.stream import Stream, StreamConfig
 from ..reuse import Reused
@@ -125,9 +125,10 @@ class EventfulViT(nn.Module):
 
     def detect(
         self, tokens: torch.Tensor, grid: tuple[int, int], counter: FlopCounter, score_threshold: float
-    ) -> Detections | None:
-        """Detections in model-input pixels from the final tokens (1, N, D); None for backbones."""
-        return None
+    ) -> tuple[Detections | None, torch.Tensor | None]:
+        """Detections in model-input pixels from the final tokens (1, N, D) (None for backbones),
+        and each patch token's detection score (1, h*w) where a token head has one (else None)."""
+        return None, None
 
     # Shared machinery -----------------------------------------------------------------------
     @property
@@ -216,10 +217,14 @@ class EventfulViT(nn.Module):
             with torch.inference_mode():
                 translation = (0, 0) if full or motion is None else self._follow(stream, motion, model_input)
                 full = stream.empty
+                if stream.priority is not None:
+                    policy = Prioritized(policy, stream.priority)
                 pixels = translate(model_input.pixels, *translation)
                 tokens, grid, per_block = self.encode(pixels, counter, stream, policy, reuse)
-                detections = self._detections(tokens, grid, model_input, counter, score_threshold,
-                                              translation)
+                detections, scores = self._detections(tokens, grid, model_input, counter,
+                                                      score_threshold, translation)
+                stream.priority = None if scores is None or not stream.config.score_priority else (
+                    detection_priority(scores, grid, stream.config.score_priority))
         except BaseException:
             stream.reset()  # a half-updated state would corrupt every later frame
             raise
@@ -246,16 +251,17 @@ class EventfulViT(nn.Module):
         counter = FlopCounter()
         with torch.inference_mode():
             tokens, grid, per_block = self.encode(model_input.pixels, counter, reuse=reuse)
-            detections = self._detections(tokens, grid, model_input, counter, score_threshold)
+            detections, _ = self._detections(tokens, grid, model_input, counter, score_threshold)
         return self._result(tokens, per_block, detections, grid, model_input, counter, start, 0, True)
 
     def _detections(self, tokens, grid, model_input: ModelInput, counter: FlopCounter,
-                    score_threshold: float | None, translation: tuple[int, int] = (0, 0)) -> Detections | None:
+                    score_threshold: float | None, translation: tuple[int, int] = (0, 0)
+                    ) -> tuple[Detections | None, torch.Tensor | None]:
         threshold = self.default_score_threshold if score_threshold is None else score_threshold
-        detections = self.detect(tokens, grid, counter, threshold)
+        detections, scores = self.detect(tokens, grid, counter, threshold)
         if detections is None:
-            return None
-        return detections.shifted(-translation[0], -translation[1]).scaled(*model_input.scale)
+            return None, scores
+        return detections.shifted(-translation[0], -translation[1]).scaled(*model_input.scale), scores
 
     @staticmethod
     def _result(tokens, per_block, detections: Detections | None, grid, model_input: ModelInput,

@@ -60,8 +60,8 @@ class TokenHeadLike(Protocol):
 
     labels: list[str]
 
-    def predict(self, patch_tokens: torch.Tensor, grid: tuple[int, int], patch_size: int,
-                score_threshold: float) -> list[Detections]: ...
+    def predict_with_scores(self, patch_tokens: torch.Tensor, grid: tuple[int, int], patch_size: int,
+                            score_threshold: float) -> tuple[list[Detections], torch.Tensor]: ...
 
 
 class PatchEmbeddings(nn.Module):
@@ -201,8 +201,9 @@ class Dinov2Model(EventfulViT):
         return self.layernorm(x)
 
     def detect(self, tokens: torch.Tensor, grid: tuple[int, int], counter: FlopCounter,
-               score_threshold: float) -> Detections | None:
+               score_threshold: float) -> tuple[Detections | None, torch.Tensor | None]:
         if self.head is None:
-            return None
-        return self.head.predict(tokens[:, 1:], grid=grid, patch_size=self.patch_size,
-                                 score_threshold=score_threshold)[0]
+            return None, None
+        (detections,), scores = self.head.predict_with_scores(
+            tokens[:, 1:], grid=grid, patch_size=self.patch_size, score_threshold=score_threshold)
+        return detections, scores

@@ -112,6 +112,17 @@ class TokenHead(nn.Module):
 
         Boxes are x1, y1, x2, y2 in model-input pixels, clipped to the (h*14, w*14) input.
         """
+        return self.predict_with_scores(patch_tokens, grid, patch_size, score_threshold)[0]
+
+    @torch.inference_mode()
+    def predict_with_scores(
+        self,
+        patch_tokens: torch.Tensor,
+        grid: tuple[int, int],
+        patch_size: int = 14,
+        score_threshold: float = 0.5,
+    ) -> tuple[list[Detections], torch.Tensor]:
+        """`predict`, plus every token's best class score (B, h*w) from the same pass."""
         height, width = grid
         if patch_tokens.ndim != 3 or patch_tokens.shape[1] != height * width:
             raise ValueError(
@@ -124,7 +135,8 @@ class TokenHead(nn.Module):
         boxes[..., 0::2] = boxes[..., 0::2].clamp(0, width * patch_size)
         boxes[..., 1::2] = boxes[..., 1::2].clamp(0, height * patch_size)
         scores, classes = token_scores(outputs).max(dim=-1)  # (B, N), (B, N)
-        return [self._select(b, s, c, score_threshold) for b, s, c in zip(boxes, scores, classes)]
+        detections = [self._select(b, s, c, score_threshold) for b, s, c in zip(boxes, scores, classes)]
+        return detections, scores
 
     def _select(self, boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor,
                 score_threshold: float) -> Detections:

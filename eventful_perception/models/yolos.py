@@ -250,7 +250,7 @@ class YolosForObjectDetection(EventfulViT):
         return self.class_labels_classifier(det, counter), self.bbox_predictor(det, counter).sigmoid()
 
     def detect(self, tokens: torch.Tensor, grid: tuple[int, int], counter: FlopCounter,
-               score_threshold: float) -> Detections:
+               score_threshold: float) -> tuple[Detections, None]:
         logits, boxes = self.head_outputs(tokens, counter)
         scores, classes = logits[0].softmax(dim=-1)[:, :-1].max(dim=-1)  # (T,), no-object excluded
         keep = scores > score_threshold
@@ -259,4 +259,4 @@ class YolosForObjectDetection(EventfulViT):
         xyxy = torch.stack([(cx - w / 2) * width, (cy - h / 2) * height,
                             (cx + w / 2) * width, (cy + h / 2) * height], dim=-1)  # (K, 4)
         labels = [self.config.labels[i] for i in classes[keep].tolist()]
-        return Detections(xyxy.float().cpu().numpy(), scores[keep].float().cpu().numpy(), labels)
+        return Detections(xyxy.float().cpu().numpy(), scores[keep].float().cpu().numpy(), labels), None
