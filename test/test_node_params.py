@@ -120,12 +120,12 @@ def test_token_budget_change_shows_in_the_next_compute_usage(running):
     peer.node.destroy_publisher(publisher)
 
 
-def test_policy_threshold_and_refresh_interval_apply_at_the_next_frame(running):
+def test_policy_threshold_refresh_interval_and_score_priority_apply_at_the_next_frame(running):
     process, peer = running
     usage = peer.collect(ComputeUsage, "compute_usage")
     publisher = peer.node.create_publisher(Image, "image_raw", reliable())
     peer.wait_for_reliable_match("image_raw", process)
-    frames = iter(video_frames(8, start=400))
+    frames = iter(video_frames(12, start=400))
     index = iter(range(200, 300))
 
     def frame(**values) -> ComputeUsage:
@@ -143,6 +143,9 @@ def test_policy_threshold_and_refresh_interval_apply_at_the_next_frame(running):
     updated = [frame().tokens_updated for _ in range(3)]
     assert updated[1] == total and updated[0] == updated[2] < total  # full every 2nd frame
     peer.set_parameters({"refresh_interval": 0})
+    frame()
+    assert frame().tokens_updated < total
+    assert frame(score_priority=0.0).tokens_updated == total  # a new stream with the new gating
     peer.node.destroy_publisher(publisher)
 
 

@@ -79,7 +79,7 @@ class CameraPipeline:
         decision = self._budget.update(settings.budget, BudgetInputs(
             requested=settings.token_budget, battery=battery.fraction, charging=battery.charging,
             cpu_load=cpu_load, latency_ms=self._latency_ms))
-        if (settings.refresh_interval != self._stream.stream_config.refresh_interval
+        if (self._stream.stream_config != _stream_config(settings)
                 or settings.ladder != self._stream.ladder_config):
             self._stream, self._tracker = self._new_stream(settings), None
         threshold = settings.threshold if settings.policy == "threshold" else None
@@ -142,8 +142,7 @@ class CameraPipeline:
             logger.info(text)
 
     def _new_stream(self, settings: Settings) -> StagedStream:
-        config = StreamConfig(refresh_interval=settings.refresh_interval)
-        return StagedStream(self._model, config, settings.ladder, name=self.name)
+        return StagedStream(self._model, _stream_config(settings), settings.ladder, name=self.name)
 
     def _publish_usage(self, header: Any, decision: BudgetDecision, staged: StagedResult) -> None:
         usage = staged.result.usage
@@ -169,3 +168,6 @@ class CameraPipeline:
         image = draw_text_panel(image, lines)
         self._image.publish(conversions.rgb_to_image(image, header))
 
+
+def _stream_config(settings: Settings) -> StreamConfig:
+    return StreamConfig(refresh_interval=settings.refresh_interval, score_priority=settings.score_priority)

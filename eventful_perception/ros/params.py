@@ -87,6 +87,10 @@ TABLE: tuple[Spec, ...] = (
          "with policy=threshold", bounds=(0.0, 1000.0)),
     Spec("refresh_interval", 0, "frames between full (dense) updates that clear accumulated "
          "error; 0 = never", bounds=(0, 100000)),
+    Spec("score_priority", 4.0, "detection-aware gating: each token's change counts 1 + this x "
+         "the previous frame's detection score within one patch, so objects are recomputed first "
+         "at the same budget; 0 = off. A change starts the camera's stream over",
+         bounds=(0.0, 100.0)),
     Spec("max_frame_gap_s", 10.0, "a frame stamped more than this many seconds after the "
          "previous one starts the camera's stream over (every token recomputed); 0 = never. "
          "A stamp going backwards (a bag that loops) always does", bounds=(0.0, 3600.0)),
