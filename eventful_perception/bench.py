@@ -232,7 +232,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return bench_ladder.run_ladder(args, model, ladder, frames, budgets, video, reuse)
     budgets = budgets or [float(b) for b in DEFAULT_BUDGETS.split(",")]
     eventful = None if args.dtype == "float32" else copy.deepcopy(model).to(getattr(torch, args.dtype))
-    config = StreamConfig() if args.attention is None else StreamConfig(attention=args.attention)
+    overrides = {"attention": args.attention, "score_priority": args.score_priority}
+    config = StreamConfig(**{k: v for k, v in overrides.items() if v is not None})
     results = bench(model, frames, budgets, config, args.warmup, eventful)
     report = {"machine": machine(model.device), "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -304,6 +305,9 @@ def add_parser(subparsers) -> None:
                              "(default: 0, static)")
     parser.add_argument("--attention", choices=ATTENTION_MODES, default=None,
                         help="StreamConfig.attention (default: the library default)")
+    parser.add_argument("--score-priority", type=float, default=None,
+                        help="StreamConfig.score_priority, detection-aware gating; 0 = off "
+                             "(default: the library default)")
     parser.add_argument("--model", default="default",
                         help='"default" or a Hugging Face checkpoint folder (default: %(default)s)')
     parser.add_argument("--threads", type=int, default=0,
