@@ -36,14 +36,18 @@ def test_each_frame_is_gated_by_the_previous_frames_scores(tiny_dinov2_dir, vtes
     assert not torch.equal(last.features, found.features)
 
 
-def test_priority_is_dropped_on_reset_and_shift_and_absent_without_a_head(tiny_dinov2_dir, vtest_frames):
+def test_priority_moves_with_a_shift_is_dropped_on_reset_and_absent_without_a_head(tiny_dinov2_dir, vtest_frames):
     model = _model(tiny_dinov2_dir)
     stream = model.new_stream()
     result = model(vtest_frames[0], stream, budget=0.3)
-    assert stream.priority is not None and stream.priority.shape == (1, result.grid[0] * result.grid[1])
-    with torch.inference_mode():  # as the model shifts it
-        stream.shift(PatchGrid(1, *result.grid), 1, 0)
-    assert stream.priority is None
+    height, width = result.grid
+    assert stream.priority is not None and stream.priority.shape == (1, height * width)
+    before = stream.priority.reshape(height, width).clone()
+    with torch.inference_mode():  # as the model shifts it: content one row down, one column left
+        stream.shift(PatchGrid(1, height, width), 1, -1)
+    after = stream.priority.reshape(height, width)
+    assert torch.equal(after[1:, :-1], before[:-1, 1:])
+    assert torch.equal(after[0], torch.ones(width)) and torch.equal(after[:, -1], torch.ones(height))
     model(vtest_frames[1], stream, budget=0.3)
     stream.reset()
     assert stream.priority is None

@@ -56,7 +56,8 @@ class StreamConfig:
         Chosen on 120 frames of vtest.avi (0-41, 200-241, 400-441; default detector, scored as
         `bench` scores, mAP50 vs dense at budgets 0.25 / 0.15 / 0.1): 0 gives 0.990 / 0.989 /
         0.985, 4 (the default) 0.9955 / 0.994 / 0.990, 8 0.987 / 0.991 at 0.15 / 0.1.
-        0 turns it off. The threshold policy then selects errors above threshold / weight.
+        0 turns it off. The threshold policy then selects errors above threshold / weight. A
+        reset drops the map; a shift (motion-compensated gating) moves it with the state.
     """
 
     refresh_interval: int = 0
@@ -181,7 +182,8 @@ class Stream:
             return
         for block in self._blocks:
             block.shift(grid, rows, cols)
-        self.priority = None  # where the detections were no longer lines up with the grid
+        if self.priority is not None:  # the detections move with the content; new cells weigh 1
+            PatchGrid(0, grid.height, grid.width).shift_(self.priority.unsqueeze(-1), rows, cols, fill=1.0)
 
     def _named_tensors(self):
         for i, block in enumerate(self._blocks):
