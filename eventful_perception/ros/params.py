@@ -73,7 +73,7 @@ TABLE: tuple[Spec, ...] = (
          "high CPU load and above target_latency_ms", choices=MODES),
     Spec("granularity", "fixed", "fixed: every frame at short_side through one Eventful stream; "
          "adaptive: the granularity ladder (stages and exit thresholds from "
-         "exit_thresholds_file): below the file's ladder_below budget (0.3 shipped), "
+         "exit_thresholds_file): below the file's ladder_below budget (0 shipped: never), "
          "coarsest stage first, dense, while the camera moves; otherwise, and while it is "
          "still, the finest stage at the effective budget. A change starts the camera's state over",
          choices=GRANULARITIES),
