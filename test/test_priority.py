@@ -42,6 +42,8 @@ def test_priority_moves_with_a_shift_is_dropped_on_reset_and_absent_without_a_he
     result = model(vtest_frames[0], stream, budget=0.3)
     height, width = result.grid
     assert stream.priority is not None and stream.priority.shape == (1, height * width)
+    blocks = sum(t.nbytes for name, t in stream.snapshot().items() if name != "priority")
+    assert stream.memory_bytes() == blocks + stream.priority.nbytes  # the map is counted as state
     before = stream.priority.reshape(height, width).clone()
     with torch.inference_mode():  # as the model shifts it: content one row down, one column left
         stream.shift(PatchGrid(1, height, width), 1, -1)

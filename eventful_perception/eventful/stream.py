@@ -135,7 +135,7 @@ class Stream:
         return sum(t.numel() * t.element_size() for _, t in self._named_tensors())
 
     def snapshot(self) -> dict[str, torch.Tensor]:
-        """Copies of every state tensor (`block<i>.<field>`), for inspection."""
+        """Copies of every state tensor (`block<i>.<field>`, and `priority`), for inspection."""
         return {name: tensor.clone() for name, tensor in self._named_tensors()}
 
     @property
@@ -190,3 +190,5 @@ class Stream:
         for i, block in enumerate(self._blocks):
             for name, tensor in block.tensors():
                 yield f"block{i}.{name}", tensor
+        if self.priority is not None:
+            yield "priority", self.priority
