@@ -3,11 +3,13 @@
 Every frame goes through the dense model and through one eventful stream per budget, interleaved
 frame by frame, so load from other processes affects both sides alike; the first `--warmup`
 frames (a stream's first frame is a full update) are not measured. Writes JSON:
-`{"machine": {cpu, threads, torch, device}, "results": [{budget, dense_ms, eventful_ms, speedup,
-gflops_dense, gflops, flops_ratio, map50_vs_dense, feature_cosine, state_mb, attention}, ...]}`:
-medians of per-frame milliseconds, speedup = their ratio, mean GFLOPs (1 multiply-add = 1 FLOP),
-mAP50 of the eventful detections scored against the dense detections of the same frames,
-mean cosine of the final backbone tokens, and the largest stream state in MB.
+`{"machine": {cpu, threads, torch, device}, "stale_map50_vs_dense", "results": [{budget, dense_ms,
+eventful_ms, speedup, gflops_dense, gflops, flops_ratio, map50_vs_dense, feature_cosine, state_mb,
+attention}, ...]}`: medians of per-frame milliseconds, speedup = their ratio, mean GFLOPs
+(1 multiply-add = 1 FLOP), mAP50 of the eventful detections scored against the dense detections
+of the same frames, mean cosine of the final backbone tokens, and the largest stream state in MB.
+`stale_map50_vs_dense` scores each frame's predecessor's dense detections instead: what skipping
+every frame would keep, the floor a stream has to beat, and how steady the reference itself is.
 `--ladder` compares the granularity ladder instead (`bench_ladder`, its own JSON).
 """
 from __future__ import annotations
@@ -55,11 +57,14 @@ class _Track:
 
 @dataclass
 class DenseReference:
-    """The dense model's per-frame ms, GFLOPs and detections (the ground truth) of measured frames."""
+    """The dense model's per-frame ms, GFLOPs and detections (the ground truth) of measured frames,
+    and for each of them the previous frame's dense detections (`stale`)."""
 
     ms: list[float] = field(default_factory=list)
     gflops: list[float] = field(default_factory=list)
     truths: list[GroundTruth | None] = field(default_factory=list)
+    stale: list[Detections | None] = field(default_factory=list)
+    _previous: Detections | None = None
 
     def run(self, model: EventfulViT, frame: np.ndarray, measured: bool) -> Result:
         """The dense result of `frame`, timed; recorded when `measured`."""
@@ -68,12 +73,24 @@ class DenseReference:
             self.ms.append(ms)
             self.gflops.append(dense.usage.gflops)
             self.truths.append(_truth(dense, model.default_score_threshold))
+            self.stale.append(self._previous)
+        self._previous = dense.detections
         return dense
+
+    def stale_map50(self) -> float | None:
+        """mAP50 of each frame's predecessor's dense detections against the frame's own: the
+        fidelity of skipping every frame (the first measured frame needs a warm-up frame before
+        it; without one, or without detections, None)."""
+        if not self.truths or self.truths[0] is None or self.stale[0] is None:
+            return None
+        value = mean_average_precision(self.stale, self.truths)
+        return None if np.isnan(value) else round(value, 4)
 
 
 def bench(model: EventfulViT, frames: list[np.ndarray], budgets: list[float], config: StreamConfig,
-          warmup: int, eventful: EventfulViT | None = None) -> list[dict]:
-    """One result dict per budget over `frames` (RGB uint8); the first `warmup` are not measured.
+          warmup: int, eventful: EventfulViT | None = None) -> tuple[list[dict], DenseReference]:
+    """One result dict per budget over `frames` (RGB uint8), and the dense reference; the first
+    `warmup` frames are not measured.
 
     `eventful` (e.g. a bfloat16 copy) runs the streams instead of `model`, which is the reference.
     """
@@ -87,7 +104,7 @@ def bench(model: EventfulViT, frames: list[np.ndarray], budgets: list[float], co
                                                  score_threshold=_SCORE_FLOOR), model.device)
             if i >= warmup:
                 _record(track, result, dense, ms)
-    return [_summary(t, reference.ms, reference.gflops, reference.truths, config.attention) for t in tracks]
+    return [_summary(t, reference.ms, reference.gflops, reference.truths, config.attention) for t in tracks], reference
 
 
 def _timed(call, device: torch.device) -> tuple[Result, float]:
@@ -234,8 +251,8 @@ def run_bench(args: argparse.Namespace) -> int:
     eventful = None if args.dtype == "float32" else copy.deepcopy(model).to(getattr(torch, args.dtype))
     overrides = {"attention": args.attention, "score_priority": args.score_priority}
     config = StreamConfig(**{k: v for k, v in overrides.items() if v is not None})
-    results = bench(model, frames, budgets, config, args.warmup, eventful)
-    report = {"machine": machine(model.device), "results": results}
+    results, reference = bench(model, frames, budgets, config, args.warmup, eventful)
+    report = {"machine": machine(model.device), "stale_map50_vs_dense": reference.stale_map50(), "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     tokens = model.dense(frames[0]).usage.tokens_total
@@ -243,10 +260,17 @@ def run_bench(args: argparse.Namespace) -> int:
              f"attention {config.attention}, {args.dtype}; {report['machine']['cpu']}, "
              f"{torch.get_num_threads()} threads")
     _print_table(title, results)
+    print(stale_line(report["stale_map50_vs_dense"]))
     if args.plot:
         plot(results, title, Path(args.plot))
     print(f"wrote {Path(args.json).resolve()}" + (f" and {Path(args.plot).resolve()}" if args.plot else ""))
     return 0
+
+
+def stale_line(map50: float | None) -> str:
+    """How much of the dense detections skipping every frame keeps: the floor a stream must beat."""
+    value = "n/a" if map50 is None else f"{map50:.3f}"
+    return f"previous frame's dense detections (skip every frame), mAP50 vs dense: {value}"
 
 
 def _print_table(title: str, results: list[dict]) -> None:

@@ -24,7 +24,7 @@ stage with a reuse module fed by the stage before it (both dense). Relation reus
 
 JSON: `{"machine", "exit_thresholds": {file, footage, command}, "reuse" (what `--reuse` loaded,
 or null), "not_built", "stages": [{short_side, tokens, reuse_from, gflops, ms, speedup,
-speedup_mean, map50_vs_dense}, ...], "results":
+speedup_mean, map50_vs_dense}, ...], "stale_map50_vs_dense" (see `bench`), "results":
 [{variant, budget, gflops, gflops_dense, ms, dense_ms, speedup, mean_ms, dense_mean_ms,
 speedup_mean, map50_vs_dense, exit_rates}, ...]}`: mean GFLOPs (every stage run), medians of
 per-frame ms (motion estimation included where a variant uses it) and speedup = their ratio,
@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from eventful_perception.assets import config_file
-from eventful_perception.bench import _SCORE_FLOOR, DenseReference, _timed, machine
+from eventful_perception.bench import _SCORE_FLOOR, DenseReference, _timed, machine, stale_line
 from eventful_perception.eventful.stream import Stream, StreamConfig
 from eventful_perception.granularity import ExitRule, Ladder, LadderConfig, Plan
 from eventful_perception.models.base import EventfulViT
@@ -187,10 +187,11 @@ def _stage_runners(model: EventfulViT, config: LadderConfig, reuse: dict[int, Fe
 
 
 def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarray], budgets: list[float],
-                 warmup: int, reuse: dict[int, FeatureReuse] | None = None) -> tuple[list[dict], list[dict]]:
+                 warmup: int, reuse: dict[int, FeatureReuse] | None = None
+                 ) -> tuple[list[dict], list[dict], DenseReference]:
     """Over `frames` (RGB uint8), after `warmup` frames: one result dict per (variant, budget),
-    and one per coarser stage alone and per stage with reuse (dense; `short_side`, `tokens`,
-    `reuse_from` (the upstream short side or None) and `_STAGE_KEYS`)."""
+    one per coarser stage alone and per stage with reuse (dense; `short_side`, `tokens`,
+    `reuse_from` (the upstream short side or None) and `_STAGE_KEYS`), and the dense reference."""
     if config.short_sides[-1] != model.short_side:
         raise ValueError(f"the ladder's finest stage ({config.short_sides[-1]}) must be the model's own "
                          f"short side ({model.short_side}), the reference")
@@ -211,7 +212,7 @@ def bench_ladder(model: EventfulViT, config: LadderConfig, frames: list[np.ndarr
     stages = len(config.short_sides)
     summaries = [_summary(row, reference.ms, reference.gflops, reference.truths, stages) for row in rows + alone]
     singles = [_stage_summary(config.short_sides, row, summary) for row, summary in zip(alone, summaries[len(rows):])]
-    return summaries[:len(rows)], singles
+    return summaries[:len(rows)], singles, reference
 
 
 def _stage_summary(sides: tuple[int, ...], row: _Runner, summary: dict) -> dict:
@@ -320,7 +321,7 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
     config, raw = fitted
     modules, folder = reuse
     try:
-        results, stages = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds),
+        results, stages, reference = bench_ladder(model, config, frames, budgets or sorted(config.exit_thresholds),
                                        args.warmup, modules)
     except ValueError as error:
         print(f"eventful-perception bench: error: {error}", file=sys.stderr)
@@ -328,7 +329,7 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
     report = {"machine": machine(model.device),
               "exit_thresholds": {key: raw.get(key) for key in ("file", "footage", "command")},
               "reuse": folder, "not_built": NOT_BUILT, "stages": stages,
-              "results": results}
+              "stale_map50_vs_dense": reference.stale_map50(), "results": results}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     tokens = model.dense(frames[0]).usage.tokens_total
@@ -336,6 +337,7 @@ def run_ladder(args: argparse.Namespace, model: EventfulViT, fitted: tuple[Ladde
              f"pan {args.pan} px/frame, stages {'/'.join(map(str, config.short_sides))}; "
              f"{report['machine']['cpu']}, {report['machine']['threads']} threads")
     _print_table(title, results, stages)
+    print(stale_line(report["stale_map50_vs_dense"]))
     if args.plot:
         plot(results, stages, title, Path(args.plot))
     print(f"wrote {Path(args.json).resolve()}" + (f" and {Path(args.plot).resolve()}" if args.plot else ""))

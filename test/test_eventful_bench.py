@@ -41,7 +41,7 @@ def test_bench_writes_exactly_the_keys_and_full_budget_agrees_with_dense(detecto
             "--warmup", "1", "--attention", "query_rows", "--json", str(out), "--plot", str(plot)]
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "results"}
+    assert set(report) == {"machine", "stale_map50_vs_dense", "results"}
     assert set(report["machine"]) == {"cpu", "threads", "torch", "device"}
     assert report["machine"]["device"] == "cpu" and report["machine"]["torch"] == torch.__version__
     full, partial = report["results"]
@@ -65,13 +65,36 @@ def test_the_full_budget_bound_rejects_a_stream_one_frame_behind(detector_dir):
 
     model = load_model(detector_dir)
     frames = bench.read_frames(video_path("vtest.avi"), 0, 5, None, 0)
-    (right,) = bench.bench(model, frames, [1.0], StreamConfig(), warmup=1)
+    (right,), _ = bench.bench(model, frames, [1.0], StreamConfig(), warmup=1)
     behind = [frames[0], *frames[:-1]]  # what a stream that reports its previous frame would give
     stale = model.new_stream()
     reference = [model.dense(frame) for frame in frames[1:]]
     cosine = [float(torch.nn.functional.cosine_similarity(model(f, stale, budget=1.0).features, r.features).mean())
               for f, r in zip(behind[1:], reference)]
     assert right["feature_cosine"] >= 0.99999 > min(cosine)
+
+
+def test_stale_baseline_scores_each_frames_predecessor(tiny_dinov2_dir):
+    """`stale_map50_vs_dense`: the previous frame's dense detections against each measured frame's
+    (the first measured frame's predecessor is the warm-up frame), on a pan (a tiny DINOv2 with a
+    random token head, whose detections follow the content)."""
+    from eventful_perception.eventful.stream import StreamConfig
+    from eventful_perception.models.loading import load_checkpoint
+    from eventful_perception.models.token_head import TokenHead, TokenHeadConfig
+    from eventful_perception.training.metrics import GroundTruth, mean_average_precision
+
+    torch.manual_seed(0)
+    model = load_checkpoint(tiny_dinov2_dir, 112, TokenHead(TokenHeadConfig(("person",), 32, mlp_dim=16))).eval()
+    frames = bench.read_frames(video_path("vtest.avi"), 0, 6, None, 24)
+    (full,), reference = bench.bench(model, frames, [1.0], StreamConfig(), warmup=1)
+    dense = [model.dense(frame, score_threshold=0.05).detections for frame in frames]
+    keep = [d.scores >= model.default_score_threshold for d in dense[1:]]
+    truths = [GroundTruth(d.boxes[k], [l for l, x in zip(d.labels, k) if x]) for d, k in zip(dense[1:], keep)]
+    expected = mean_average_precision(dense[:-1], truths)
+    assert reference.stale_map50() == pytest.approx(expected, abs=1e-4)
+    assert full["map50_vs_dense"] == 1.0 > reference.stale_map50()
+    (_,), cold = bench.bench(model, frames[:3], [1.0], StreamConfig(), warmup=0)
+    assert cold.stale_map50() is None  # no predecessor for the first frame
 
 
 def test_pan_slides_a_three_quarter_window_and_turns_back():
@@ -127,7 +150,8 @@ def test_ladder_writes_exactly_the_keys_one_row_per_variant_and_budget(ladder_di
             "--plot", str(plot)]
     assert cli.main(argv) == 0
     report = json.loads(out.read_text())
-    assert set(report) == {"machine", "exit_thresholds", "reuse", "not_built", "stages", "results"}
+    assert set(report) == {"machine", "exit_thresholds", "reuse", "not_built", "stages",
+                           "stale_map50_vs_dense", "results"}
     assert [set(r) for r in report["stages"]] == [LADDER_STAGE_KEYS] * 2
     assert [(r["short_side"], r["reuse_from"]) for r in report["stages"]] == [(s, None) for s in LADDER_SIDES[:-1]]
     assert report["exit_thresholds"] == {"file": "exits.json", "footage": "synthetic",
@@ -192,7 +216,7 @@ def test_ladder_gflops_are_every_stage_run(ladder_dir, threshold, stage):
     model = load_model(ladder_dir)
     frames = bench.read_frames(video_path("vtest.avi"), 0, 3, None, 3)
     config = LadderConfig(LADDER_SIDES, {0.5: (threshold, threshold)})
-    rows, alone = bench_ladder.bench_ladder(model, config, frames, [0.5], warmup=1)
+    rows, alone, _ = bench_ladder.bench_ladder(model, config, frames, [0.5], warmup=1)
     (ladder,) = [r for r in rows if r["variant"] == "ladder_dense"]
     stage_gflops = [model.dense(frames[1], short_side=side).usage.gflops for side in LADDER_SIDES]
     assert [r["gflops"] for r in alone] == pytest.approx(stage_gflops[:-1], abs=1e-4)
