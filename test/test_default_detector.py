@@ -1,4 +1,6 @@
 """The shipped default detector on held-out real frames: one box per large person, scale agreement."""
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -18,11 +20,11 @@ def frame(video, index):
     return next(footage.video_frames(video, [index]))[1]
 
 
-@pytest.mark.xfail(strict=True, reason="target not met yet (model card, limitations): the zoomed "
-                   "pedestrian gets two boxes at 448 (0.78 and 0.65) and at 224 (0.76 and 0.70), "
-                   "each of IoU 0.5-0.57 with her")
 def test_one_box_for_a_person_filling_the_frame(models):
-    """A held-out pedestrian (vtest frame 640, 140 px tall) zoomed 4x until she fills the frame."""
+    """A held-out pedestrian (vtest frame 640, 140 px tall) zoomed 4x until she fills the frame.
+
+    Measured: one box at 448 (IoU 0.61 with her) and at 224 (0.80). Without box voting
+    (`vote_iou` 0) two boxes at each, IoU 0.50-0.57 with her: the control below."""
     x1, y1, x2, y2 = hand_labels()["vtest.avi"][640].boxes[5]  # the woman on the grass
     crop = frame("vtest.avi", 640)[int(y1) - 8:int(y2) + 8, int(x1) - 40:int(x2) + 40]
     zoom = 576 / crop.shape[0]
@@ -32,6 +34,12 @@ def test_one_box_for_a_person_filling_the_frame(models):
         found = model.dense(image).detections
         assert len(found) == 1, (side, found.boxes, found.scores)
         assert iou_matrix(found.boxes, person)[0, 0] >= 0.5, (side, found.boxes, person)
+        shipped = model.head.config
+        model.head.config = dataclasses.replace(shipped, vote_iou=0.0)
+        try:
+            assert len(model.dense(image).detections) == 2, side
+        finally:
+            model.head.config = shipped
 
 
 def test_one_box_on_the_held_out_close_up(models):
@@ -53,13 +61,13 @@ def tall(detections, height=70):
 def test_detections_at_two_scales_agree(models):
     """vtest frame 700 (held out) at short sides 224 and 448: the persons taller than 70 px.
 
-    Measured: 4 of the 5 tall persons found at 448 are found at 224 too (IoU >= 0.5), and 3 of
-    the 4 found at 224 at 448; each of the 9 boxes matches a hand-labelled person. A 70-px
-    person is one token wide at 224, so not all of them.
+    Measured: 3 of the 4 tall persons found at 448 are found at 224 too (IoU >= 0.5), and all 3
+    found at 224 at 448. A 70-px person is one token wide at 224, so not all of them. (Box
+    voting made two walkers' boxes 66 px tall, under the cut; without it 4 of 5 and 3 of 4.)
     """
     image = frame("vtest.avi", 700)
     coarse, fine = (models[side].dense(image).detections for side in (224, 448))
-    assert len(tall(fine)) >= 5 and len(tall(coarse)) >= 4
+    assert len(tall(fine)) >= 4 and len(tall(coarse)) >= 3
     assert matched(tall(fine), coarse.boxes) >= 0.6 and matched(tall(coarse), fine.boxes) >= 0.6
     # A wrong implementation fails this: the coarse head run on a shuffled token order.
     model = models[224]
