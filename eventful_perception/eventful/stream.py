@@ -44,12 +44,13 @@ class StreamConfig:
         the frame is also translated by the remaining sub-patch motion, so unchanged content
         meets its own reference. Measured with `bench --ladder` (mAP50 vs the dense model on
         the untranslated frames, README "Performance"): "pixel" loses fidelity even on a static
-        camera (0.944 at budget 0.8: the head's scores depend on the patch grid's phase) and
-        on a pan stays near 0.79 at budgets 0.2-0.5 (0.74 vs 0.42 uncompensated at 0.1,
+        camera (0.95 at budgets 0.3-0.8: the head's scores depend on the patch grid's phase) and
+        on a pan stays near 0.89 at budgets 0.2-0.5 (0.93 vs 0.64 uncompensated at 0.1,
         test_motion.py); "patch" equals no compensation on a static camera and, without
-        `score_priority`, kept more on a pan at every budget (0.977 vs 0.960 at 0.5), so the
-        granularity controller uses it for a moving camera. With `score_priority` it helps at
-        budget 0.2 and costs 0.02-0.03 at 0.5 (pan and bikes.mp4, README "Performance").
+        `score_priority` (and before the head's box voting), kept more on a pan at every budget
+        (0.977 vs 0.960 at 0.5), so the granularity controller uses it for a moving camera. With
+        `score_priority` it helps at budget 0.2 on the pan and on bikes.mp4 and is mixed above
+        (README "Performance").
     score_priority: detection-aware gating (beyond the paper). With a token head, every gate's
         errors are multiplied by 1 + score_priority * the previous frame's highest detection
         score within one patch (`policy.detection_priority`), so at a fixed budget the tokens
