@@ -189,12 +189,18 @@ class Peer:
 
     def wait_for_reliable_match(self, topic: str, process: DetectorProcess,
                                 timeout: float = 60.0) -> None:
-        """Wait until the node subscribes to `topic` reliably (image_qos auto has matched us)."""
+        """Wait until the node subscribes to `topic` reliably (image_qos auto has matched us) and
+        this peer's publishers on it have matched that subscription: image_qos auto replaces a
+        best-effort subscription, and a frame published before the writer matches the new
+        reader is lost (seen once in a fresh-clone run: no frame received for 50 s)."""
         full = f"{NAMESPACE}/{topic}"
 
         def matched() -> bool:
             infos = self.node.get_subscriptions_info_by_topic(full)
-            return any(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+            reliable = [i for i in infos if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
+            ours = [p for p in self.node.publishers if p.topic_name == full]
+            return bool(reliable) and len(reliable) == len(infos) and all(
+                p.get_subscription_count() == len(infos) for p in ours)
         self.spin_until(matched, timeout, f"a reliable subscription on {full}", process)
 
     def set_parameters(self, values: dict[str, Any], timeout: float = 60.0) -> list:
