@@ -36,6 +36,7 @@ VIDEO = REPO / ".cache" / "data" / "vtest.avi"
 FRAME_SIZE = (640, 480)  # the size camera drivers typically publish; > one UDP datagram
 # All topics of a test run live under this namespace, on top of the per-run DDS domain.
 NAMESPACE = f"/ep_test_{os.getpid()}"
+RESEND_S = 10.0  # set_parameters: resend an unanswered request after this long
 
 
 def video_frames(count: int, size: tuple[int, int] = FRAME_SIZE,
@@ -211,10 +212,20 @@ class Peer:
         request = SetParameters.Request(parameters=[
             ParameterMsg(name=name, value=_parameter_value(value))
             for name, value in values.items()])
-        future = client.call_async(request)
-        self.spin_until(future.done, timeout, "set_parameters response")
+        futures, start = [], time.monotonic()
+
+        def answered() -> bool:
+            # A request sent before the server has matched this client's response reader is
+            # never answered (DDS discovery; a 60 s timeout once in a fresh-clone run). Setting
+            # the same values again is idempotent, so the request goes out again every RESEND_S.
+            if any(future.done() for future in futures):
+                return True
+            if len(futures) * RESEND_S <= time.monotonic() - start:
+                futures.append(client.call_async(request))
+            return False
+        self.spin_until(answered, timeout, "set_parameters response")
         self.node.destroy_client(client)
-        return future.result().results
+        return next(future for future in futures if future.done()).result().results
 
 
 def reliable(depth: int = 10) -> QoSProfile:
