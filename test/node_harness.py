@@ -17,6 +17,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -133,7 +134,7 @@ class DetectorProcess:
     def assert_clean_exit(self) -> str:
         """Stop and check the exit was clean (exit code 0, no traceback); return the output."""
         code, out = self.stop()
-        assert code == 0, out
+        assert code == 0, f"exit code {code}:\n{out}"
         assert "Traceback" not in out, out
         return out
 
@@ -190,19 +191,33 @@ class Peer:
 
     def wait_for_reliable_match(self, topic: str, process: DetectorProcess,
                                 timeout: float = 60.0) -> None:
-        """Wait until the node subscribes to `topic` reliably (image_qos auto has matched us) and
-        this peer's publishers on it have matched that subscription: image_qos auto replaces a
-        best-effort subscription, and a frame published before the writer matches the new
-        reader is lost (seen once in a fresh-clone run: no frame received for 50 s)."""
+        """Wait until the node subscribes to `topic` reliably (image_qos auto has matched us)
+        and both sides have matched: this peer's publishers on it match the subscription, and
+        the node's diagnostics show its subscription matches as many publishers. Discovery is
+        not symmetric, and a frame published in between is lost (fresh-clone runs: no frame
+        received for 59 s, once before each side was waited for)."""
         full = f"{NAMESPACE}/{topic}"
+        statuses: list = []
+        diagnostics = self.node.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda array: statuses.extend(array.status), 10)
+
+        def node_matched(count: int) -> bool:
+            shown = [{kv.key: kv.value for kv in s.values} for s in statuses
+                     if s.hardware_id == f"{NAMESPACE}/eventful_detector"]
+            return any(v.get("image topic") == full and v.get("image qos", "").startswith(
+                "reliable") and int(v.get("image publishers matched", 0)) >= count
+                for v in shown)
 
         def matched() -> bool:
             infos = self.node.get_subscriptions_info_by_topic(full)
             reliable = [i for i in infos if i.qos_profile.reliability == ReliabilityPolicy.RELIABLE]
             ours = [p for p in self.node.publishers if p.topic_name == full]
             return bool(reliable) and len(reliable) == len(infos) and all(
-                p.get_subscription_count() == len(infos) for p in ours)
-        self.spin_until(matched, timeout, f"a reliable subscription on {full}", process)
+                p.get_subscription_count() == len(infos) for p in ours) and node_matched(len(ours))
+        try:
+            self.spin_until(matched, timeout, f"a reliable subscription on {full}", process)
+        finally:
+            self.node.destroy_subscription(diagnostics)
 
     def set_parameters(self, values: dict[str, Any], timeout: float = 60.0) -> list:
         """Call the node's `set_parameters` service, as `ros2 param set` does; return results.
@@ -247,7 +262,6 @@ def camera_main(namespace: str, count: int, period_s: float, width: int, height:
     """A best-effort (sensor-data QoS) camera in its own process: waits until the detector's
     diagnostics show it sees this publisher, publishes `count` real frames of `width` x
     `height` every `period_s`, then exits."""
-    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import qos_profile_sensor_data
 
     rclpy.init()

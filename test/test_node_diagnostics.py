@@ -16,7 +16,7 @@ KEYS = ("fps in", "fps out", "frames received", "frames processed",
         "frames dropped (newest kept)", "inputs rejected", "latency p50 ms", "latency p95 ms",
         "budget requested", "budget effective", "budget reason", "tokens updated",
         "tokens total", "gflops", "gflops dense", "gflops savings vs dense", "battery",
-        "cpu load", "image publishers", "image qos")
+        "cpu load", "image publishers", "image publishers matched", "image qos")
 
 
 def latest_status(arrays: list, camera: str) -> DiagnosticStatus | None:
@@ -117,6 +117,9 @@ def test_publishers_whose_frames_never_arrive_are_reported(diagnostics):
     rear, side = latest_status(arrays, "rear"), latest_status(arrays, "side")
     assert rear.level == DiagnosticStatus.WARN
     assert "incompatible" in rear.message and "RELIABILITY" in rear.message
+    # The graph shows rear's publisher; the subscription cannot match it.
+    assert (values(rear)["image publishers"], values(rear)["image publishers matched"]) == ("1", "0")
+    assert values(side)["image publishers matched"] == "1"
     assert side.level == DiagnosticStatus.WARN
     assert "1 publisher(s) on" in side.message and "no frame received" in side.message
     assert "fastdds_large_data.xml" in side.message
@@ -173,7 +176,7 @@ def report(**overrides) -> FrameReport:
     return FrameReport(**fields)
 
 
-CONTEXT = Context(hardware_id="/eventful_detector", topic="/image_raw", publishers=1,
+CONTEXT = Context(hardware_id="/eventful_detector", topic="/image_raw", publishers=1, matched=1,
                   qos="reliable", target_latency_ms=0.0, battery="unknown", cpu_load="0.10")
 
 

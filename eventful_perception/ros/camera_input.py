@@ -86,6 +86,11 @@ class CameraInput:
         """Publishers currently on the image topic."""
         return self._node.count_publishers(self.topic)
 
+    def matched_publishers(self) -> int:
+        """Publishers this subscription has matched (fewer than `publishers()` while discovery
+        is under way or when QoS is incompatible); frames from the others do not arrive."""
+        return self._subscription.get_publisher_count()
+
     def qos_text(self) -> str:
         """The subscription's reliability/durability."""
         return qos.describe(self._qos)

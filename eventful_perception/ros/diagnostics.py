@@ -41,6 +41,7 @@ class Context:
     hardware_id: str
     topic: str
     publishers: int
+    matched: int  # publishers the image subscription has matched
     qos: str
     target_latency_ms: float
     battery: str
@@ -126,6 +127,7 @@ class CameraStats:
             "target latency ms": f"{context.target_latency_ms:.0f}",
             "image topic": context.topic,
             "image publishers": context.publishers,
+            "image publishers matched": context.matched,
             "image qos": context.qos,
             "battery": context.battery,
             "cpu load": context.cpu_load,

@@ -213,7 +213,8 @@ class EventfulDetectorNode(LifecycleNode):
             camera.input.match_qos(settings.image_qos)
             context = Context(
                 hardware_id=self.get_fully_qualified_name(), topic=camera.input.topic,
-                publishers=camera.input.publishers(), qos=camera.input.qos_text(),
+                publishers=camera.input.publishers(),
+                matched=camera.input.matched_publishers(), qos=camera.input.qos_text(),
                 target_latency_ms=settings.target_latency_ms, battery=self._battery.describe(),
                 cpu_load="unknown" if load is None else f"{load:.2f} ({source})",
                 silence=camera.input.check_silence(now))
