@@ -222,25 +222,32 @@ class Peer:
     def set_parameters(self, values: dict[str, Any], timeout: float = 60.0) -> list:
         """Call the node's `set_parameters` service, as `ros2 param set` does; return results.
         (A node still loading its model answers once it spins: 21.7 s once in a loaded full run.)"""
-        client = self.node.create_client(SetParameters, "eventful_detector/set_parameters")
-        self.spin_until(lambda: client.service_is_ready(), timeout, "set_parameters service")
         request = SetParameters.Request(parameters=[
             ParameterMsg(name=name, value=_parameter_value(value))
             for name, value in values.items()])
+        return self.call(SetParameters, "eventful_detector/set_parameters", request,
+                         timeout).results
+
+    def call(self, srv_type: Any, service: str, request: Any, timeout: float = 60.0,
+             process: DetectorProcess | None = None) -> Any:
+        """Call an idempotent service of the node; return the response.
+
+        A request sent before the server has matched this client's response reader is never
+        answered (DDS discovery; a 60 s timeout once in a fresh-clone run), so the same request
+        goes out again every RESEND_S until one is answered."""
+        client = self.node.create_client(srv_type, service)
+        self.spin_until(client.service_is_ready, timeout, f"{service} service", process)
         futures, start = [], time.monotonic()
 
         def answered() -> bool:
-            # A request sent before the server has matched this client's response reader is
-            # never answered (DDS discovery; a 60 s timeout once in a fresh-clone run). Setting
-            # the same values again is idempotent, so the request goes out again every RESEND_S.
             if any(future.done() for future in futures):
                 return True
             if len(futures) * RESEND_S <= time.monotonic() - start:
                 futures.append(client.call_async(request))
             return False
-        self.spin_until(answered, timeout, "set_parameters response")
+        self.spin_until(answered, timeout, f"{service} response", process)
         self.node.destroy_client(client)
-        return next(future for future in futures if future.done()).result().results
+        return next(future for future in futures if future.done()).result()
 
 
 def reliable(depth: int = 10) -> QoSProfile:

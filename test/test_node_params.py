@@ -24,12 +24,7 @@ def running():
 
 
 def call(peer: Peer, srv_type, name: str, request, process):
-    client = peer.node.create_client(srv_type, f"eventful_detector/{name}")
-    peer.spin_until(client.service_is_ready, 60.0, f"{name} service", process)
-    future = client.call_async(request)
-    peer.spin_until(future.done, 20.0, f"{name} response", process)
-    peer.node.destroy_client(client)
-    return future.result()
+    return peer.call(srv_type, f"eventful_detector/{name}", request, process=process)
 
 
 def get(peer: Peer, process, *names: str) -> list:
