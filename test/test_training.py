@@ -12,7 +12,8 @@ from eventful_perception.training.features import SampleFeatures
 from eventful_perception.training.labels import FrameLabels, LabelConfig, clean, temporal_filter
 from eventful_perception.training.samples import SampleSpec, render, zoom_crop
 from eventful_perception.training.teacher import TeacherBoxes
-from eventful_perception.training.metrics import GroundTruth, mean_average_precision, precision_recall
+from eventful_perception.training.metrics import (GroundTruth, mean_average_precision, precision_by_score,
+                                                   precision_recall)
 from eventful_perception.training.targets import assign
 from eventful_perception.training.train import TrainConfig, token_table, train_head
 
@@ -56,6 +57,21 @@ def test_precision_recall_at_threshold():
     assert precision_recall(preds, truths, 0.5) == pytest.approx((0.5, 0.5))
     assert precision_recall(preds, truths, 0.2) == pytest.approx((0.5, 0.5))  # the 0.3 one is ignored
     assert precision_recall(preds, truths, 0.95) == pytest.approx((1.0, 0.0))
+
+
+def test_precision_by_score_bins_the_matched_share():
+    # Frame 1: a hit at 0.9, a miss at 0.6, a miss at 0.55 inside an ignore region (not counted),
+    # and a duplicate of the hit at 0.7 (a miss: its person is taken). Frame 2: a hit at 0.65.
+    preds = [detections([BOX[0], [200, 200, 240, 280], [300, 300, 340, 380], BOX[0]],
+                        [0.9, 0.6, 0.55, 0.7]),
+             detections(BOX, [0.65])]
+    truths = [truth(BOX, ignore=[[290, 290, 350, 390]]), truth(BOX)]
+    bins = precision_by_score(preds, truths, (0.5, 0.6, 0.8, 1.0))
+    assert [b["detections"] for b in bins] == [0, 3, 1]
+    assert bins[0]["precision"] is None
+    assert bins[1]["precision"] == pytest.approx(1 / 3)  # 0.6 miss, 0.65 hit, 0.7 duplicate
+    assert bins[2]["precision"] == 1.0
+    assert precision_by_score(preds, truths, (0.5, 0.9))[0]["detections"] == 4  # closed last bin
 
 
 def test_assign_tokens_inside_box_with_centreness_targets():

@@ -8,6 +8,8 @@
 - recall of persons taller than 100 px (in vtest's 576-px frames);
 - person boxes per frame on people-free stretches of `bikes.mp4` (and, separately, on the
   animated rabbit of `bigbuckbunny.mp4`), and boxes per frame on the one-person close-up;
+- the share of detections matching a person per score bin (0.3-0.4 ... 0.7-1.0; hand labels, and
+  teacher labels of the other frames): whether the default threshold means the same at every scale;
 - eventful vs dense outputs of the same model at budgets 0.5 / 0.25 / 0.1 (static vtest tail).
 Backbone tokens are cached per frame and scale under `<cache>/training/eval_features/`.
 """
@@ -26,11 +28,12 @@ from eventful_perception.models.token_head import TokenHead
 from eventful_perception.training import footage
 from eventful_perception.training.features import PATCH_SIZE, Backbones, SampleFeatures, load_features, save_features
 from eventful_perception.training.labels import FrameLabels, LabelConfig, hand_labels, label_video, load_labels, save_labels
-from eventful_perception.training.metrics import GroundTruth, mean_average_precision, precision_recall
+from eventful_perception.training.metrics import GroundTruth, mean_average_precision, precision_by_score, precision_recall
 
 SCALES = (224, 336, 448)
 BUDGETS = (0.5, 0.25, 0.1)
 EVAL_SCORE_THRESHOLD = 0.05  # low, so AP sees the whole precision-recall curve
+SCORE_BINS = (0.3, 0.4, 0.5, 0.6, 0.7, 1.0)
 TALL = 100.0  # px, in vtest's 576-px-high frames
 TEACHER_SPANS = (footage.VideoSpan("vtest.avi", footage.VTEST_HELDOUT_START, None, 6, sample_every=2,
                                    static_camera=True),
@@ -98,6 +101,7 @@ def scale_metrics(head: TokenHead, features: FrameFeatures, short_side: int, thr
     predictions, truths = [found[(v, f)] for v, f, _ in hand], [_truth(l) for _, _, l in hand]
     out["hand_precision"], out["hand_recall"] = precision_recall(predictions, truths, threshold)
     out["hand_map50"] = mean_average_precision(predictions, truths)
+    labelled = list(zip(predictions, truths))  # hand labels, then teacher labels of other frames
     predictions, truths, tall = [], [], []
     for span in TEACHER_SPANS:
         labels = teacher_labels(span)
@@ -105,12 +109,15 @@ def scale_metrics(head: TokenHead, features: FrameFeatures, short_side: int, thr
         for frame, label in sorted(labels.items()):
             predictions.append(predict(head, frame_features[frame], EVAL_SCORE_THRESHOLD))
             truths.append(_truth(label))
+            if (span.name, frame) not in found:
+                labelled.append((predictions[-1], truths[-1]))
             if span.name == "vtest.avi":
                 tall.append((predictions[-1], _tall_only(label)))
         out[f"teacher_map50_{span.name}"] = mean_average_precision(predictions[-len(labels):], truths[-len(labels):])
     out["teacher_map50"] = mean_average_precision(predictions, truths)
     out["teacher_precision"], out["teacher_recall"] = precision_recall(predictions, truths, threshold)
     out["tall_recall_vs_teacher"] = precision_recall(*zip(*tall), threshold)[1]
+    out["precision_by_score"] = precision_by_score(*zip(*labelled), SCORE_BINS)
     out["closeup_boxes_per_frame"] = _boxes_per_frame(head, features, [TEACHER_SPANS[1]], short_side, threshold)
     out["empty_street_persons_per_frame"] = _boxes_per_frame(head, features, EMPTY_SPANS, short_side, threshold)
     out["cartoon_rabbit_persons_per_frame"] = _boxes_per_frame(head, features, [CARTOON_SPAN], short_side, threshold)
@@ -191,7 +198,15 @@ _ROWS = (
     ("false person boxes per frame, empty street (bikes, 11 frames)", lambda m: f"{m['empty_street_persons_per_frame']:.2f}"),
     ("person boxes per frame on the animated rabbit (bigbuckbunny, 4 frames)",
      lambda m: f"{m['cartoon_rabbit_persons_per_frame']:.2f}"),
+    *((f"detections scoring {low}-{high}: share that match a person (how many)",
+       lambda m, i=i: _bin_cell(m["precision_by_score"][i]))
+      for i, (low, high) in enumerate(zip(SCORE_BINS, SCORE_BINS[1:]))),
 )
+
+
+def _bin_cell(entry: dict) -> str:
+    share = "-" if entry["precision"] is None else f"{entry['precision']:.2f}"
+    return f"{share} ({entry['detections']})"
 
 
 def markdown_tables(metrics: dict) -> str:

@@ -1,4 +1,5 @@
-"""Mean average precision at IoU 0.5 (VOC-style, all-point interpolation) in plain numpy."""
+"""Mean average precision at IoU 0.5 (VOC-style, all-point interpolation), precision / recall at a
+threshold and precision per score bin, in plain numpy."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,16 +61,42 @@ def precision_recall(predictions: list[Detections], truths: list[GroundTruth], s
 
     Precision is 1 when nothing is predicted; matching and ignore regions as in `average_precision`.
     """
-    hits, n_truth = [], 0
+    _, hits, n_truth = _pooled_matches(predictions, truths, score_threshold, iou_threshold)
+    precision = sum(hits) / len(hits) if hits else 1.0
+    return precision, sum(hits) / n_truth if n_truth else float("nan")
+
+
+def precision_by_score(predictions: list[Detections], truths: list[GroundTruth],
+                       edges: tuple[float, ...], iou_threshold: float = 0.5) -> list[dict]:
+    """Reliability of the scores: for each bin [edges[i], edges[i + 1]) (the last one closed) the
+    counted predictions and the share of them that match a reference object (None when empty);
+    matching and ignore regions as in `average_precision`."""
+    scores, hits, _ = _pooled_matches(predictions, truths, edges[0], iou_threshold)
+    scores, hits = np.array(scores), np.array(hits, bool)
+    out = []
+    for low, high in zip(edges, edges[1:]):
+        below = scores <= high if high == edges[-1] else scores < high
+        inside = (scores >= low) & below
+        out.append({"scores": [low, high], "detections": int(inside.sum()),
+                    "precision": float(hits[inside].mean()) if inside.any() else None})
+    return out
+
+
+def _pooled_matches(predictions: list[Detections], truths: list[GroundTruth], score_threshold: float,
+                    iou_threshold: float) -> tuple[list[float], list[bool], int]:
+    """Scores and true/false flags of every counted prediction scoring >= `score_threshold`,
+    matched class by class, and the number of reference objects."""
+    scores, hits, n_truth = [], [], 0
     for prediction, truth in zip(predictions, truths, strict=True):
         for label in set(prediction.labels) | set(truth.labels):
             mine = np.array([l == label for l in prediction.labels], bool) & (prediction.scores >= score_threshold)
             reference = truth.boxes[np.array([l == label for l in truth.labels], bool)].reshape(-1, 4)
             n_truth += len(reference)
-            hits += _match(prediction.boxes[mine], prediction.scores[mine], reference, truth.ignore,
-                           iou_threshold)[1]
-    precision = sum(hits) / len(hits) if hits else 1.0
-    return precision, sum(hits) / n_truth if n_truth else float("nan")
+            frame_scores, frame_hits = _match(prediction.boxes[mine], prediction.scores[mine], reference,
+                                              truth.ignore, iou_threshold)
+            scores += frame_scores
+            hits += frame_hits
+    return scores, hits, n_truth
 
 
 def _match(boxes: np.ndarray, scores: np.ndarray, reference: np.ndarray, ignore: np.ndarray,
