@@ -12,12 +12,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import cv2
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
@@ -37,7 +37,7 @@ VIDEO = REPO / ".cache" / "data" / "vtest.avi"
 FRAME_SIZE = (640, 480)  # the size camera drivers typically publish; > one UDP datagram
 # All topics of a test run live under this namespace, on top of the per-run DDS domain.
 NAMESPACE = f"/ep_test_{os.getpid()}"
-RESEND_S = 10.0  # set_parameters: resend an unanswered request after this long
+RESEND_S = 10.0  # Peer.call: resend an unanswered service request after this long
 
 
 def video_frames(count: int, size: tuple[int, int] = FRAME_SIZE,
@@ -202,11 +202,9 @@ class Peer:
             DiagnosticArray, "/diagnostics", lambda array: statuses.extend(array.status), 10)
 
         def node_matched(count: int) -> bool:
-            shown = [{kv.key: kv.value for kv in s.values} for s in statuses
-                     if s.hardware_id == f"{NAMESPACE}/eventful_detector"]
             return any(v.get("image topic") == full and v.get("image qos", "").startswith(
                 "reliable") and int(v.get("image publishers matched", 0)) >= count
-                for v in shown)
+                for v in node_values(statuses))
 
         def matched() -> bool:
             infos = self.node.get_subscriptions_info_by_topic(full)
@@ -250,6 +248,12 @@ class Peer:
         return next(future for future in futures if future.done()).result()
 
 
+def node_values(statuses: Iterable[DiagnosticStatus], namespace: str = NAMESPACE) -> list[dict[str, str]]:
+    """The key-values of each of the detector node's statuses (one per camera) among `statuses`."""
+    return [{kv.key: kv.value for kv in s.values} for s in statuses
+            if s.hardware_id == f"{namespace}/eventful_detector"]
+
+
 def reliable(depth: int = 10) -> QoSProfile:
     """Reliable keep-last QoS, what camera drivers and image_transport offer by default."""
     return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE)
@@ -277,11 +281,8 @@ def camera_main(namespace: str, count: int, period_s: float, width: int, height:
     seen: list[bool] = []
 
     def on_diagnostics(array: DiagnosticArray) -> None:
-        for status in array.status:
-            values = {kv.key: kv.value for kv in status.values}
-            if (status.hardware_id == f"{namespace}/eventful_detector"
-                    and values.get("image publishers", "0") != "0"):
-                seen.append(True)
+        if any(v.get("image publishers", "0") != "0" for v in node_values(array.status, namespace)):
+            seen.append(True)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     while not seen:
         rclpy.spin_once(node, timeout_sec=0.1)

@@ -8,7 +8,7 @@ from std_msgs.msg import Float32
 
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.system_load import Battery
-from node_harness import (NAMESPACE, DetectorProcess, Peer, image_msg, reliable, tiny_yolos,
+from node_harness import (DetectorProcess, Peer, image_msg, node_values, reliable, tiny_yolos,
                           video_frames)
 
 REQUESTED = 0.8
@@ -53,8 +53,7 @@ class Robot:
 
     def diagnostics_show(self, since: int, battery: str, cpu_load: str) -> bool:
         """Whether diagnostics received since `since` show the node had both reports."""
-        shown = [{kv.key: kv.value for kv in s.values} for a in self.diagnostics[since:]
-                 for s in a.status if s.hardware_id == f"{NAMESPACE}/eventful_detector"]
+        shown = node_values(s for a in self.diagnostics[since:] for s in a.status)
         return (any(v.get("battery") == battery for v in shown)
                 and any(v.get("cpu load") == cpu_load for v in shown))
 
