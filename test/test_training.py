@@ -61,17 +61,20 @@ def test_precision_recall_at_threshold():
 
 def test_precision_by_score_bins_the_matched_share():
     # Frame 1: a hit at 0.9, a miss at 0.6, a miss at 0.55 inside an ignore region (not counted),
-    # and a duplicate of the hit at 0.7 (a miss: its person is taken). Frame 2: a hit at 0.65.
+    # and a duplicate of the hit at 0.75 (a miss: its person is taken). Frame 2: a hit at 0.65.
     preds = [detections([BOX[0], [200, 200, 240, 280], [300, 300, 340, 380], BOX[0]],
-                        [0.9, 0.6, 0.55, 0.7]),
+                        [0.9, 0.6, 0.55, 0.75]),
              detections(BOX, [0.65])]
     truths = [truth(BOX, ignore=[[290, 290, 350, 390]]), truth(BOX)]
     bins = precision_by_score(preds, truths, (0.5, 0.6, 0.8, 1.0))
     assert [b["detections"] for b in bins] == [0, 3, 1]
     assert bins[0]["precision"] is None
-    assert bins[1]["precision"] == pytest.approx(1 / 3)  # 0.6 miss, 0.65 hit, 0.7 duplicate
+    assert bins[1]["precision"] == pytest.approx(1 / 3)  # 0.6 miss, 0.65 hit, 0.75 duplicate
     assert bins[2]["precision"] == 1.0
-    assert precision_by_score(preds, truths, (0.5, 0.9))[0]["detections"] == 4  # closed last bin
+    # The last bin is closed: 0.75 (exact in float32) is in [0.5, 0.75]; 0.9 is not.
+    assert precision_by_score(preds, truths, (0.5, 0.75))[0]["detections"] == 3
+    # Inner bins are half-open: 0.75 counts once, in the bin it starts.
+    assert [b["detections"] for b in precision_by_score(preds, truths, (0.5, 0.75, 1.0))] == [2, 2]
 
 
 def test_assign_tokens_inside_box_with_centreness_targets():
