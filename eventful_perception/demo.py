@@ -30,6 +30,7 @@ from eventful_perception import assets
 from eventful_perception.bags import make_bag
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import image_to_rgb
+from eventful_perception.ros.shutdown import shutdown
 from eventful_perception.stages import GRANULARITIES
 
 BATTERY_LOW, BATTERY_CRITICAL = 0.6, 0.15
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         node.wait(timeout=30)
         monitor.close()
         monitor.destroy_node()
-        rclpy.try_shutdown()
+        shutdown()
     if monitor.frames == 0:
         print("the node published no result: see its log above", file=sys.stderr)
         return 1

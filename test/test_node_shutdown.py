@@ -3,10 +3,13 @@ forwards). `ros2 launch` is not available as a wheel, so this sends the two sign
 import signal
 import time
 
+import pytest
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.duration import Duration
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
 
+from eventful_perception.ros.shutdown import shutdown
 from node_harness import DetectorProcess, Peer, image_msg, reliable, tiny_yolos, video_frames
 
 SECOND_SIGNAL_AFTER_S = 0.05  # what the issue measured between the two signals
@@ -56,3 +59,24 @@ def test_two_interrupts_with_a_frame_in_flight_exit_cleanly():
     finally:
         peer.close()
     assert_clean(code, out)
+
+
+class RacedContext:
+    """A context whose `try_shutdown` lost the race seen after Ctrl-C in a fresh-clone run: it
+    checked `ok()`, then rclpy's signal-handler thread shut the context down first. A stand-in,
+    because the real race needs a signal landing between two C calls."""
+
+    def __init__(self, shut_down_by_the_signal: bool) -> None:
+        self.shut_down = shut_down_by_the_signal
+
+    def ok(self) -> bool:
+        return not self.shut_down
+
+    def try_shutdown(self) -> None:
+        raise RCLError("failed to shutdown: rcl_shutdown already called on the given context")
+
+
+def test_shutdown_accepts_a_context_ctrl_c_shut_down_first_and_raises_otherwise():
+    shutdown(RacedContext(shut_down_by_the_signal=True))  # exit 1 with a traceback before the fix
+    with pytest.raises(RCLError):
+        shutdown(RacedContext(shut_down_by_the_signal=False))  # a real failure stays one

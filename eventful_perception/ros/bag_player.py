@@ -13,6 +13,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 
 from eventful_perception.bag_io import message_class
+from eventful_perception.ros.shutdown import shutdown
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SUBSCRIBER_TIMEOUT_S = 60.0
@@ -82,7 +83,7 @@ def replay(bag: Path, rate: float = 1.0, topics: Sequence[str] | None = None,
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        rclpy.try_shutdown()
+        shutdown()
     return published
 
 

@@ -12,6 +12,7 @@ from rosbags.rosbag2 import Writer
 
 from eventful_perception.bag_io import message_class, new_writer, typestore_for
 from eventful_perception.ros import qos
+from eventful_perception.ros.shutdown import shutdown
 
 OUTPUT_NAMES = ("detections", "compute_usage", "label_info")
 DISCOVERY_PERIOD_S = 0.5
@@ -83,5 +84,5 @@ def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0
         if node is not None:
             node.destroy_node()
         writer.close()
-        rclpy.try_shutdown()
+        shutdown()
     return counts

@@ -29,6 +29,7 @@ from eventful_perception.ros.camera import CameraPipeline
 from eventful_perception.ros.camera_input import CameraInput
 from eventful_perception.ros.diagnostics import CameraStats, Context
 from eventful_perception.ros.params import SPECS, TABLE, Settings, as_declared_type
+from eventful_perception.ros.shutdown import shutdown
 from eventful_perception.ros.system_load import Battery, CpuLoad
 from eventful_perception.ros.worker import Camera, InferenceWorker
 
@@ -199,7 +200,7 @@ class EventfulDetectorNode(LifecycleNode):
             return  # rclpy's signal handler shut the context down while a frame was in flight
         self.worker_error = text
         self.get_logger().fatal(f"inference thread failed:\n{text}")
-        self.context.try_shutdown()
+        shutdown(self.context)
 
     def _on_timer(self) -> None:
         now = time.monotonic()
@@ -251,7 +252,7 @@ def main(args: list[str] | None = None) -> None:
         _ignore_interrupts()
         if node is not None:
             node.destroy_node()
-        rclpy.try_shutdown()
+        shutdown()
     if node is not None and node.worker_error:
         raise SystemExit(1)
 
