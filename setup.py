@@ -12,7 +12,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["eventful_perception", "eventful_perception.*"]),
-    package_data={"eventful_perception": ["default_model/*", "default_model/reuse/*/*"]},
+    package_data={"eventful_perception": ["default_model/*", "default_model/reuse/*/*", "training/*.json"]},
     install_requires=[
         "torch>=2.1",
         "numpy",

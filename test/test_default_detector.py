@@ -23,8 +23,9 @@ def frame(video, index):
 def test_one_box_for_a_person_filling_the_frame(models):
     """A held-out pedestrian (vtest frame 640, 140 px tall) zoomed 4x until she fills the frame.
 
-    Measured: one box at 448 (IoU 0.61 with her) and at 224 (0.80). Without box voting
-    (`vote_iou` 0) two boxes at each, IoU 0.50-0.57 with her: the control below."""
+    Measured: one box at 448 (IoU 0.62 with her) and at 224 (0.91). The controls fail the bound:
+    without box voting (`vote_iou` 0) two boxes at 448 (IoU 0.56 / 0.55); without NMS and voting
+    every token above the threshold is a box."""
     x1, y1, x2, y2 = hand_labels()["vtest.avi"][640].boxes[5]  # the woman on the grass
     crop = frame("vtest.avi", 640)[int(y1) - 8:int(y2) + 8, int(x1) - 40:int(x2) + 40]
     zoom = 576 / crop.shape[0]
@@ -34,10 +35,14 @@ def test_one_box_for_a_person_filling_the_frame(models):
         found = model.dense(image).detections
         assert len(found) == 1, (side, found.boxes, found.scores)
         assert iou_matrix(found.boxes, person)[0, 0] >= 0.5, (side, found.boxes, person)
+        controls = {"no NMS": dict(vote_iou=0.0, nms_iou=1.0, nms_containment=1.0)}
+        if side == 448:
+            controls["no voting"] = dict(vote_iou=0.0)
         shipped = model.head.config
-        model.head.config = dataclasses.replace(shipped, vote_iou=0.0)
         try:
-            assert len(model.dense(image).detections) == 2, side
+            for name, change in controls.items():
+                model.head.config = dataclasses.replace(shipped, **change)
+                assert len(model.dense(image).detections) >= 2, (side, name)
         finally:
             model.head.config = shipped
 
@@ -61,9 +66,9 @@ def tall(detections, height=70):
 def test_detections_at_two_scales_agree(models):
     """vtest frame 700 (held out) at short sides 224 and 448: the persons taller than 70 px.
 
-    Measured: 3 of the 4 tall persons found at 448 are found at 224 too (IoU >= 0.5), and all 3
-    found at 224 at 448. A 70-px person is one token wide at 224, so not all of them. (Box
-    voting made two walkers' boxes 66 px tall, under the cut; without it 4 of 5 and 3 of 4.)
+    Measured: all 4 tall persons found at 448 are found at 224 too (IoU >= 0.5), and all 4 found
+    at 224 at 448 (the previous head: 3 of 4 and 3 of 3). A 70-px person is one token wide at
+    224, so the bound leaves room for one miss.
     """
     image = frame("vtest.avi", 700)
     coarse, fine = (models[side].dense(image).detections for side in (224, 448))

@@ -10,7 +10,8 @@ from eventful_perception.models.results import Detections
 from eventful_perception.models.token_head import token_centers
 from eventful_perception.training.features import SampleFeatures
 from eventful_perception.training.labels import FrameLabels, LabelConfig, clean, temporal_filter
-from eventful_perception.training.samples import SampleSpec, render, zoom_crop
+from eventful_perception.training import footage
+from eventful_perception.training.samples import NEGATIVE_CROPS, SampleSpec, plan, render, zoom_crop
 from eventful_perception.training.teacher import TeacherBoxes
 from eventful_perception.training.metrics import (GroundTruth, mean_average_precision, precision_by_score,
                                                    precision_recall)
@@ -166,6 +167,34 @@ def test_samples_crop_flip_keep_labels_in_sample_pixels():
         x1, y1, x2, y2 = zoom_crop(np.array([100, 50, 140, 150]), (200, 400), rng)
         assert 0 <= x1 < x2 <= 400 and 0 <= y1 < y2 <= 200
         assert 0.3 <= 100 / (y2 - y1) <= 1.0  # the person spans 35-95 % of the crop height
+
+
+def test_plan_uses_negatives_whole_and_as_zoom_crops_anywhere():
+    person = FrameLabels(np.array([[100, 50, 140, 150]], np.float32), np.zeros((0, 4), np.float32))
+    empty = FrameLabels(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+    labels = {"walkers": {0: person}, "street": {0: empty}, "still": {0: empty}}
+    sizes = {"walkers": (200, 400), "street": (300, 600), "still": (300, 600)}
+    specs = plan(labels, sizes, seed=3, negatives={"street"})
+    assert specs == plan(labels, sizes, seed=3, negatives={"street"})  # seeded
+    street = [s for s in specs if s.source == "street"]
+    assert [s.crop is None for s in street] == [True] + [False] * NEGATIVE_CROPS
+    for spec in street[1:]:
+        x1, y1, x2, y2 = spec.crop
+        assert 0 <= x1 < x2 <= 600 and 0 <= y1 < y2 <= 300
+        assert 1.5 <= 300 / (y2 - y1) <= 4.05 and abs((x2 - x1) / (y2 - y1) - 2) < 0.05  # zoom, aspect kept
+    # Other people-free stills keep the plain plan: whole at 224 and 448, once flipped, no crop.
+    still = [s for s in specs if s.source == "still"]
+    assert [(s.short_side, s.crop, s.flip) for s in still[:2]] == [(224, None, False), (448, None, False)]
+    assert len(still) == 3 and still[2].flip and still[2].crop is None
+    walkers = [s for s in specs if s.source == "walkers"]
+    assert len(walkers) == 4 and walkers[3].crop is not None  # a zoom crop around the person
+
+
+def test_negative_images_are_new_opencv_doc_files():
+    shas = [sha for _, sha in footage.NEGATIVE_IMAGES.values()]
+    assert len(shas) == len(set(shas)) > 100
+    assert not set(shas) & set(footage.OPENCV_DOC_IMAGES.values())  # no still is used twice
+    assert all(footage.path(name).name == name for name in footage.NEGATIVE_IMAGES)
 
 
 def test_clean_thresholds_classes_and_lonely_boxes():

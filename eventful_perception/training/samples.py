@@ -4,11 +4,15 @@ Every labelled frame is used whole at short sides 224 and 448 (the ends of the l
 more flipped and colour-jittered at a random short side, and, when it shows people, once as a
 zoom crop around a random person (it then spans 35-95 % of the crop's height) at a random short
 side up to 518. With the frames' own sizes this puts persons between about 15 px and the whole
-frame. Every frame draws from its own seeded generator, so the plan is reproducible.
+frame. A negative image (people-free by construction) is used once whole at a random short side,
+flipped and jittered at random, and as `NEGATIVE_CROPS` zoom crops (1.5-4x) anywhere in it: the
+person crops are upsampled, so without these the head would learn that blur means a person.
+Every frame draws from its own seeded generator, so the plan is reproducible.
 """
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import cv2
@@ -18,6 +22,7 @@ from eventful_perception.training.labels import FrameLabels
 
 FULL_SHORT_SIDES = (224, 448)
 AUGMENTED_SHORT_SIDES = (224, 280, 336, 392, 448, 518)
+NEGATIVE_CROPS = 2
 _MIN_VISIBLE = 0.5  # a person cut by a crop stays a box if half of it is inside, else ignore
 
 
@@ -42,12 +47,16 @@ class SampleSpec:
 
 
 def plan(labels: dict[str, dict[int, FrameLabels]], sizes: dict[str, tuple[int, int]],
-         seed: int = 0) -> list[SampleSpec]:
-    """Sample specs for every labelled frame; `sizes[source]` is its (height, width)."""
+         seed: int = 0, negatives: Collection[str] = ()) -> list[SampleSpec]:
+    """Sample specs for every labelled frame; `sizes[source]` is its (height, width); the sources
+    in `negatives` are people-free images planned as negatives."""
     out = []
     for source in sorted(labels):
         for frame in sorted(labels[source]):
             rng = np.random.default_rng([seed, zlib.crc32(source.encode()), frame])  # changes stay local
+            if source in negatives:
+                out += _negative(source, frame, sizes[source], rng)
+                continue
             out += [SampleSpec(source, frame, side) for side in FULL_SHORT_SIDES]
             out.append(SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), None, True, _jitter(rng)))
             boxes = labels[source][frame].boxes
@@ -55,6 +64,18 @@ def plan(labels: dict[str, dict[int, FrameLabels]], sizes: dict[str, tuple[int, 
                 crop = zoom_crop(boxes[rng.integers(len(boxes))], sizes[source], rng)
                 out.append(SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), crop,
                                       bool(rng.integers(2)), _jitter(rng)))
+    return out
+
+
+def _negative(source: str, frame: int, size: tuple[int, int], rng: np.random.Generator) -> list[SampleSpec]:
+    height, width = size
+    out = [SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), None, bool(rng.integers(2)), _jitter(rng))]
+    for _ in range(NEGATIVE_CROPS):
+        zoom = rng.uniform(1.5, 4.0)
+        crop_h, crop_w = int(height / zoom), int(width / zoom)
+        x1, y1 = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+        out.append(SampleSpec(source, frame, int(rng.choice(AUGMENTED_SHORT_SIDES)), (x1, y1, x1 + crop_w, y1 + crop_h),
+                              bool(rng.integers(2)), _jitter(rng)))
     return out
 
 
