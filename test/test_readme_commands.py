@@ -148,8 +148,11 @@ def test_bag_commands_and_the_node_as_typed(tmp_path):
         detections = peer.collect(Detection2DArray, "/detections")
         camera = peer.node.create_publisher(Image, "/camera/image_raw", reliable())
         peer.spin_until(lambda: camera.get_subscription_count() > 0, 60.0, "the node")
+        # The recorder subscribes topic by topic; a message sent before its /detections reader
+        # matched is not recorded, so wait for that reader and send until three are out.
+        peer.spin_until(lambda: peer.node.count_subscribers("/detections") >= 2, 60.0, "the recorder")
         frame = video_frames(1, (768, 576))[0]
-        peer.spin_until(lambda: detections or camera.publish(image_msg(frame, 0)), 60.0,
+        peer.spin_until(lambda: len(detections) >= 3 or camera.publish(image_msg(frame, 0)), 60.0,
                         "detections from the node")
         # replay waits for a subscriber on the bag's image topic: this test is that subscriber
         frames = peer.collect(Image, "/image_raw", reliable(depth=100))
