@@ -19,7 +19,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -30,7 +29,7 @@ from eventful_perception import assets
 from eventful_perception.bags import make_bag
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import image_to_rgb
-from eventful_perception.ros.shutdown import shutdown
+from eventful_perception.ros.shutdown import init, shutdown
 from eventful_perception.stages import GRANULARITIES
 
 BATTERY_LOW, BATTERY_CRITICAL = 0.6, 0.15
@@ -198,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"making a bag of {args.frames} frames of {args.video.name} with a battery ramp 100% -> 10%")
     make_bag(args.video, bag, max_frames=args.frames, battery_ramp=(1.0, 0.1))
     _use_large_data_profile()
-    rclpy.init()
+    init()
     monitor = DemoMonitor(out / "demo_annotated.mp4", fps=10.0 * args.rate,
                           granularity=args.granularity)
     executor = SingleThreadedExecutor()

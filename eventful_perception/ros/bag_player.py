@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -13,7 +12,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
 
 from eventful_perception.bag_io import message_class
-from eventful_perception.ros.shutdown import shutdown
+from eventful_perception.ros.shutdown import init, shutdown
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SUBSCRIBER_TIMEOUT_S = 60.0
@@ -66,7 +65,7 @@ def replay(bag: Path, rate: float = 1.0, topics: Sequence[str] | None = None,
     """Publish the bag's messages at `rate` times their recorded pace; return how many."""
     if rate <= 0:
         raise ValueError(f"rate must be > 0, got {rate}")
-    rclpy.init()
+    init()
     published = 0
     try:
         with Reader(bag) as reader:

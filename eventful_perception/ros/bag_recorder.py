@@ -5,14 +5,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rosbags.rosbag2 import Writer
 
 from eventful_perception.bag_io import message_class, new_writer, typestore_for
 from eventful_perception.ros import qos
-from eventful_perception.ros.shutdown import shutdown
+from eventful_perception.ros.shutdown import init, shutdown
 
 OUTPUT_NAMES = ("detections", "compute_usage", "label_info")
 DISCOVERY_PERIOD_S = 0.5
@@ -66,7 +65,7 @@ def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0
            count: int = 0) -> dict[str, int]:
     """Record until Ctrl-C, for `duration` seconds, or until every topic has `count` messages;
     return messages written per topic."""
-    rclpy.init()
+    init()
     writer = new_writer(bag)
     writer.open()
     node = None

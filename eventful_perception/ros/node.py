@@ -8,7 +8,6 @@ the model.
 """
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from eventful_perception.ros.camera import CameraPipeline
 from eventful_perception.ros.camera_input import CameraInput
 from eventful_perception.ros.diagnostics import CameraStats, Context
 from eventful_perception.ros.params import SPECS, TABLE, Settings, as_declared_type
-from eventful_perception.ros.shutdown import shutdown
+from eventful_perception.ros.shutdown import ignore_interrupts, init, shutdown, spin
 from eventful_perception.ros.system_load import Battery, CpuLoad
 from eventful_perception.ros.worker import Camera, InferenceWorker
 
@@ -223,25 +222,18 @@ class EventfulDetectorNode(LifecycleNode):
         self._diagnostics.publish(array)
 
 
-def _ignore_interrupts() -> None:
-    # Under `ros2 launch`, Ctrl-C reaches the node twice (the terminal's SIGINT, then the one
-    # launch forwards): a second KeyboardInterrupt during clean-up would leave half-destroyed
-    # entities and a thread in flight (exit -2 or 134). Once shutting down, ignore it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `eventful_detector` executable."""
-    rclpy.init(args=args)
+    init(args)
     node = None
     try:
         node = EventfulDetectorNode()
-        rclpy.spin(node)
+        spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RCLError:
-        # Ctrl-C can shut the context down while spin builds its wait set (ros2/rclpy#1166):
-        # that is a normal shutdown; anything else is a real error.
+        # The inference thread shuts the context down when it fails, possibly while spin builds
+        # its wait set (ros2/rclpy#1166): that is a shutdown; anything else is a real error.
         if rclpy.ok():
             raise
     except (ParameterException, ValueError, StartupError) as error:
@@ -249,7 +241,7 @@ def main(args: list[str] | None = None) -> None:
         rclpy.logging.get_logger("eventful_detector").fatal(f"cannot start: {error}")
         raise SystemExit(1) from None
     finally:
-        _ignore_interrupts()
+        ignore_interrupts()
         if node is not None:
             node.destroy_node()
         shutdown()
