@@ -19,7 +19,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import BatteryState, Image
@@ -29,7 +28,7 @@ from eventful_perception import assets
 from eventful_perception.bags import make_bag
 from eventful_perception.msg import ComputeUsage
 from eventful_perception.ros.conversions import image_to_rgb
-from eventful_perception.ros.shutdown import init, shutdown
+from eventful_perception.ros.shutdown import init, shutdown, spin
 from eventful_perception.stages import GRANULARITIES
 
 BATTERY_LOW, BATTERY_CRITICAL = 0.6, 0.15
@@ -184,11 +183,6 @@ def _replay(bag: Path, rate: float) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 
-def _spin_while(executor: SingleThreadedExecutor, process: subprocess.Popen) -> None:
-    while process.poll() is None:
-        executor.spin_once(timeout_sec=0.1)
-
-
 def run(args: argparse.Namespace) -> int:
     out = args.out.resolve()
     bag = out / "demo_bag"
@@ -200,16 +194,14 @@ def run(args: argparse.Namespace) -> int:
     init()
     monitor = DemoMonitor(out / "demo_annotated.mp4", fps=10.0 * args.rate,
                           granularity=args.granularity)
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
     node = _start_node(args)
     try:
         print(f"replaying at {args.rate}x (the node drops frames it cannot keep up with); adaptive "
           f"budget: lowered below {BATTERY_LOW:.0%} battery, min_budget at {BATTERY_CRITICAL:.0%}")
-        _spin_while(executor, _replay(bag, args.rate))
+        replay = _replay(bag, args.rate)
+        spin(monitor, until=lambda: replay.poll() is not None)
         deadline = time.monotonic() + 5.0  # let the last frame come through
-        while time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
+        spin(monitor, until=lambda: time.monotonic() >= deadline)
     finally:
         node.send_signal(signal.SIGINT)
         node.wait(timeout=30)

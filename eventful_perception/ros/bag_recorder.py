@@ -5,13 +5,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosbags.rosbag2 import Writer
 
 from eventful_perception.bag_io import message_class, new_writer, typestore_for
 from eventful_perception.ros import qos
-from eventful_perception.ros.shutdown import init, shutdown
+from eventful_perception.ros.shutdown import init, shutdown, spin
 
 OUTPUT_NAMES = ("detections", "compute_usage", "label_info")
 DISCOVERY_PERIOD_S = 0.5
@@ -71,11 +71,8 @@ def record(bag: Path, topics: Sequence[str] | None = None, duration: float = 0.0
     node = None
     try:
         node = BagRecorderNode(writer, topics)
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
         deadline = time.monotonic() + duration if duration > 0 else float("inf")
-        while time.monotonic() < deadline and not (count and node.recorded(count)):
-            executor.spin_once(timeout_sec=0.1)
+        spin(node, until=lambda: time.monotonic() >= deadline or bool(count and node.recorded(count)))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal
 from types import FrameType
-from typing import Sequence
+from typing import Callable, Sequence
 
 import rclpy
 from rclpy._rclpy_pybind11 import RCLError
@@ -35,13 +35,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def spin(node: Node) -> None:
-    """Spin `node` until a signal (KeyboardInterrupt) or until its context is shut down. The
-    wait is bounded because a Python signal handler runs only between waits."""
+def spin(node: Node, until: Callable[[], bool] = lambda: False) -> None:
+    """Spin `node` until `until()` is true, a signal (KeyboardInterrupt) or its context is shut
+    down. The wait is bounded because a Python signal handler runs only between waits."""
     executor = SingleThreadedExecutor(context=node.context)
     executor.add_node(node)
     try:
-        while node.context.ok():
+        while node.context.ok() and not until():
             executor.spin_once(timeout_sec=POLL_S)
     finally:
         executor.remove_node(node)
